@@ -1,0 +1,1 @@
+"""The ``postern`` command: init, run (supervisor), install, and the sendmail front end."""

@@ -1,0 +1,1 @@
+"""Mail-specific code shared by the daemons: addresses, frames, ipc, control files, paths."""

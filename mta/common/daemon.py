@@ -1,0 +1,31 @@
+"""What every daemon's ``main()`` shares: arguments, logging to stderr, signals.
+
+Each ``mta/<daemon>/main.py`` runs the same steps (STYLE.md §3): parse ``--state`` (and
+``--user`` when run as root), bind its sockets, drop privileges, open what it may, run.
+Logging goes to stderr, one line per record prefixed with the daemon's name; the
+supervisor (or systemd's journal) collects it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from mta.common.paths import StateDir
+
+
+def base_parser(name: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"postern-{name}", description=description)
+    parser.add_argument("--state", help="state directory (default $POSTERN_STATE or ./var)")
+    parser.add_argument("--user", help="when started as root, drop to this user after binding")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def setup(name: str, args: argparse.Namespace) -> StateDir:
+    """Configure logging for daemon ``name`` and return its state directory."""
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level),
+                        format=f"{name}: %(levelname)s %(name)s: %(message)s")
+    return StateDir.from_arg(args.state)

@@ -1,0 +1,76 @@
+"""The delivery log: one JSON object a line in ``log/delivery.log``, rotated by size.
+
+Written by ``queue`` (received) and ``send`` (started, delivered, deferred, bounced,
+expired). Each event is one ``write()`` on an ``O_APPEND`` descriptor, so lines from two
+daemons never interleave. Field values come from the network (addresses, remote replies):
+``json.dumps`` escapes them, so a newline in a reply can never forge a second event.
+Rotation renames the file to ``delivery.log.1`` (keeping ``KEEP`` old files); writers
+notice the rename by inode and reopen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Final
+
+LOG_NAME: Final = "delivery.log"
+MAX_BYTES: Final = 16 * 1024 * 1024
+KEEP: Final = 5
+EVENTS: Final = frozenset({"received", "started", "delivered", "deferred", "bounced",
+                           "expired", "failed", "dropped"})
+
+
+class DeliveryLog:
+    def __init__(self, directory: str | os.PathLike[str], *, max_bytes: int = MAX_BYTES,
+                 keep: int = KEEP) -> None:
+        self.path = Path(directory) / LOG_NAME
+        self._max = max_bytes
+        self._keep = keep
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._ino = -1
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append one event. Never raises for I/O errors: the log must not stop mail."""
+        if kind not in EVENTS:
+            raise ValueError(f"unknown delivery log event {kind!r}")
+        record = {"time": round(time.time(), 3), "event": kind, **fields}
+        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        with self._lock:
+            try:
+                fd = self._open()
+                os.write(fd, line)
+                if os.fstat(fd).st_size > self._max:
+                    self._rotate()
+            except OSError:
+                pass
+
+    def _open(self) -> int:
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            ino = -2
+        if self._fd is None or ino != self._ino:
+            if self._fd is not None:
+                os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                               0o640)
+            self._ino = os.fstat(self._fd).st_ino
+        return self._fd
+
+    def _rotate(self) -> None:
+        for n in range(self._keep - 1, 0, -1):
+            older = self.path.with_name(f"{LOG_NAME}.{n}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{LOG_NAME}.{n + 1}"))
+        os.replace(self.path, self.path.with_name(f"{LOG_NAME}.1"))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None

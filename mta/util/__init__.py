@@ -1,0 +1,1 @@
+"""Libraries that know nothing of mail: atomic files, safe opens, privilege drop."""

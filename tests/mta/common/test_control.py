@@ -1,0 +1,50 @@
+"""mta/common/control.py: reload on change; a broken file leaves the old value in force."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mta.common.control import ControlError, ControlFile, parse_lines, parse_number
+
+
+def test_parse_lines_strips_trailing_blanks_and_comments() -> None:
+    assert parse_lines(b"a.example \t\n# comment\n\nb.example\n") == ["a.example", "b.example"]
+
+
+@pytest.mark.parametrize("data", [b"a\rb\n", b"a\x00\n", b"ok\nbad\x1b\n", b"\xff\n"])
+def test_parse_lines_refuses_control_characters_and_bad_utf8(data: bytes) -> None:
+    with pytest.raises(ControlError):
+        parse_lines(data)
+
+
+@pytest.mark.parametrize("data", [b"\xd9\xa1\xd9\xa2\n", "²".encode(), b"-1", b"1e3", b"1 2"])
+def test_parse_number_accepts_ascii_digits_only(data: bytes) -> None:
+    with pytest.raises(ControlError):
+        parse_number(data)
+
+
+def test_control_file_reloads_and_keeps_old_value_on_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "databytes"
+    cf = ControlFile(path, lambda d: parse_number(d) or 0, missing=0, check_interval=0)
+    assert cf.get() == 0
+    path.write_bytes(b"1000\n")
+    assert cf.get() == 1000
+    path.write_bytes(b"lots\n")
+    os.utime(path, ns=(1, 1))
+    assert cf.get() == 1000
+    assert cf.error and "not a decimal number" in cf.error
+    path.write_bytes(b"2000\n")
+    assert cf.get() == 2000 and cf.error is None
+    path.unlink()
+    assert cf.get() == 0
+
+
+def test_broken_at_first_load_uses_the_fail_closed_fallback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "rcpthosts"
+    path.write_bytes(b"good.example\nevil\x00.example\n")
+    cf = ControlFile(path, lambda d: frozenset(parse_lines(d)), missing=frozenset(),
+                     fallback=frozenset(), check_interval=0)
+    assert cf.get() == frozenset()
+    assert cf.error is not None

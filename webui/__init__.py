@@ -1,0 +1,1 @@
+"""Postern's web admin: the Django project and its apps."""
