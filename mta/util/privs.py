@@ -27,6 +27,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -91,9 +92,10 @@ def verify(target: Identity) -> None:
     if frozenset(os.getgroups()) - target.groups:
         raise PrivilegeError(f"supplementary groups {sorted(os.getgroups())} exceed "
                              f"{sorted(target.groups)}")
-    for attempt in (lambda: os.setuid(0), lambda: os.seteuid(0),
-                    lambda: os.setgid(0), lambda: os.setegid(0),
-                    lambda: os.setgroups([0])):
+    attempts: list[Callable[[], None]] = [
+        lambda: os.setuid(0), lambda: os.seteuid(0), lambda: os.setgid(0),
+        lambda: os.setegid(0), lambda: os.setgroups([0])]
+    for attempt in attempts:
         try:
             attempt()
         except PermissionError:
