@@ -1,0 +1,214 @@
+"""``postern run``: the whole appliance in the foreground, one process per daemon.
+
+Run by admins, ``make run``, the test harness (tests/harness.py) and, on an installed system
+without systemd units, an init script. Builds the list of daemons (DESIGN.md "Processes") and
+hands it to ``appliance.supervisor.Supervisor``:
+
+* ``python -m mta.queue|send|local|remote|clean --state DIR`` (ready when their socket in
+  ``run/`` accepts a connection),
+* ``python -m mta.smtpd --state DIR --smtp HOST:PORT --submission HOST:PORT`` (a listener set
+  to ``off`` is not passed; both off means no smtpd),
+* gunicorn ``webui.wsgi:application`` on ``--web``, a Celery worker and Celery beat
+  (``-A webui.celery``), with ``DJANGO_SETTINGS_MODULE`` (default ``webui.settings.embedded``)
+  and ``POSTERN_STATE`` set.
+
+A daemon whose package is not installed (yet) is skipped with a logged line. Started as root,
+every daemon whose system user exists (mta/common/ipc.py ``DAEMON_USERS``) is told to drop to
+it; otherwise it runs as the invoking user (``postern install`` creates the users).
+
+Trusts its command line; ``HOST:PORT`` values are checked before anything starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import ipaddress
+import os
+import pwd
+import sys
+from dataclasses import dataclass
+from typing import Any, Final
+
+from appliance.supervisor import DaemonSpec, Supervisor, TcpProbe, UnixProbe
+from mta.common import ipc
+from mta.common.paths import StateDir
+
+DEFAULTS_USER: Final = {"smtp": "127.0.0.1:2525", "submission": "127.0.0.1:2587",
+                        "web": "127.0.0.1:8000"}
+DEFAULTS_ROOT: Final = {"smtp": "0.0.0.0:25", "submission": "0.0.0.0:587",
+                        "web": "127.0.0.1:8000"}
+WEB_WORKERS: Final = 2        # gunicorn worker processes (POSTERN_WEB_WORKERS overrides)
+WEB_GRACEFUL: Final = 5       # seconds gunicorn gives requests on stop (< supervisor's grace)
+CELERY_CONCURRENCY: Final = 2  # celery pool processes (POSTERN_CELERY_CONCURRENCY overrides)
+EMBEDDED_SETTINGS: Final = "webui.settings.embedded"
+
+# The MTA daemons in start order, with the socket under run/ that says each is ready.
+MTA_DAEMONS: Final[tuple[tuple[ipc.Daemon, str | None], ...]] = (
+    (ipc.Daemon.QUEUE, ipc.QUEUE_SOCKET),
+    (ipc.Daemon.CLEAN, ipc.CLEAN_SOCKET),
+    (ipc.Daemon.LOCAL, ipc.LOCAL_SOCKET),
+    (ipc.Daemon.REMOTE, ipc.REMOTE_SOCKET),
+    (ipc.Daemon.SEND, ipc.STATUS_SOCKET),
+)
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    host: str
+    port: int
+
+    def argument(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run the whole appliance in the foreground",
+        description="Start every daemon under a supervisor; print 'postern: ready ...' once "
+                    "every listener accepts connections; stop everything on SIGTERM/Ctrl-C.")
+    root = os.geteuid() == 0
+    defaults = DEFAULTS_ROOT if root else DEFAULTS_USER
+    for name in ("smtp", "submission", "web"):
+        parser.add_argument(f"--{name}", metavar="HOST:PORT|off", default=defaults[name],
+                            help=f"{name} listener (default {defaults[name]})")
+    parser.set_defaults(func=run)
+
+
+def parse_listener(name: str, value: str) -> Listener | None:
+    """``HOST:PORT``, ``[IPv6]:PORT`` or ``off``; raises ValueError with a reason."""
+    if value == "off":
+        return None
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        raise ValueError(f"--{name} {value!r}: expected HOST:PORT or off")
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"--{name} {value!r}: port out of range")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if host != "localhost":
+            raise ValueError(f"--{name} {value!r}: HOST must be an IP address") from None
+        host = "127.0.0.1"
+    return Listener(name, host, port)
+
+
+def available(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def system_user(daemon: ipc.Daemon) -> str | None:
+    """The user ``daemon`` drops to when we run as root and that user exists, else None."""
+    if os.geteuid() != 0:
+        return None
+    name = ipc.DAEMON_USERS[daemon]
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return name
+
+
+def build_specs(state: StateDir, state_arg: str, listeners: dict[str, Listener | None],
+                *, log: Any = print) -> list[DaemonSpec]:
+    """Every daemon that exists, with its argv, environment and readiness probes."""
+    python = sys.executable
+    env = {"POSTERN_STATE": state_arg,
+           "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", EMBEDDED_SETTINGS)}
+    specs: list[DaemonSpec] = []
+    root_without_users: list[str] = []
+
+    def user_args(daemon: ipc.Daemon) -> list[str]:
+        user = system_user(daemon)
+        if user is None and os.geteuid() == 0:
+            root_without_users.append(daemon.value)
+        return ["--user", user] if user else []
+
+    for daemon, sock in MTA_DAEMONS:
+        if not available(f"mta.{daemon.value}.__main__"):
+            log(f"skipping {daemon.value}: mta.{daemon.value} has no __main__ yet")
+            continue
+        argv = [python, "-m", f"mta.{daemon.value}", "--state", state_arg, *user_args(daemon)]
+        probes = (UnixProbe(state.run / sock),) if sock else ()
+        specs.append(DaemonSpec(daemon.value, tuple(argv), env, probes, str(state.root)))
+
+    smtp, submission = listeners.get("smtp"), listeners.get("submission")
+    if smtp or submission:
+        if available("mta.smtpd.__main__"):
+            argv = [python, "-m", "mta.smtpd", "--state", state_arg]
+            probes: list[TcpProbe] = []
+            for listener in (smtp, submission):
+                if listener:
+                    argv += [f"--{listener.name}", listener.argument()]
+                    probes.append(TcpProbe(listener.name, listener.host, listener.port))
+            argv += user_args(ipc.Daemon.SMTPD)
+            specs.append(DaemonSpec("smtpd", tuple(argv), env, tuple(probes), str(state.root)))
+        else:
+            log("skipping smtpd: mta.smtpd has no __main__ yet")
+
+    web = listeners.get("web")
+    if web:
+        if available("webui.wsgi"):
+            workers = os.environ.get("POSTERN_WEB_WORKERS", str(WEB_WORKERS))
+            argv = [python, "-m", "gunicorn", "--bind", web.argument(), "--workers", workers,
+                    "--graceful-timeout", str(WEB_GRACEFUL), "--access-logfile", "-"]
+            user = system_user(ipc.Daemon.WEB)
+            if user:
+                argv += ["--user", user, "--group", user]
+            elif os.geteuid() == 0:
+                root_without_users.append("web")
+            argv.append("webui.wsgi:application")
+            specs.append(DaemonSpec("web", tuple(argv), env,
+                                    (TcpProbe("web", web.host, web.port),), str(state.root)))
+        else:
+            log("skipping web: webui.wsgi is not there yet")
+
+    if available("webui.celery"):
+        celery = [python, "-m", "celery", "-A", "webui.celery"]
+        user = system_user(ipc.Daemon.WORKER)
+        ids = ["--uid", user, "--gid", user] if user else []
+        concurrency = os.environ.get("POSTERN_CELERY_CONCURRENCY", str(CELERY_CONCURRENCY))
+        specs.append(DaemonSpec("worker", tuple(celery + [
+            "worker", "--loglevel", "INFO", "--concurrency", concurrency,
+            "--hostname", f"postern@{os.uname().nodename}", *ids]), env, (), str(state.root)))
+        specs.append(DaemonSpec("beat", tuple(celery + [
+            "beat", "--loglevel", "INFO",
+            "--schedule", str(state.run / "celerybeat-schedule"), *ids]),
+            env, (), str(state.root)))
+    else:
+        log("skipping worker and beat: webui.celery is not there yet")
+
+    if root_without_users:
+        log("running as root but these daemons' system users do not exist, so they keep "
+            f"the invoking user: {' '.join(root_without_users)} (postern install creates them)")
+    return specs
+
+
+def run(args: argparse.Namespace) -> int:
+    listeners: dict[str, Listener | None] = {}
+    try:
+        for name in ("smtp", "submission", "web"):
+            listeners[name] = parse_listener(name, getattr(args, name))
+    except ValueError as exc:
+        print(f"postern run: {exc}", file=sys.stderr)
+        return 64
+    state = StateDir.from_arg(args.state)
+    if not state.control_file("me").exists():
+        print(f"postern run: {state.root} is not initialised; run "
+              f"'postern init --state {state.root}' first", file=sys.stderr)
+        return 78  # EX_CONFIG
+    state_arg = "fhs" if str(args.state or os.environ.get("POSTERN_STATE", "")) == "fhs" \
+        else str(state.root)
+
+    def log(text: str) -> None:
+        print(f"postern: {text}", file=sys.stderr, flush=True)
+
+    specs = build_specs(state, state_arg, listeners, log=log)
+    return Supervisor(specs).run()
