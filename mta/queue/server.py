@@ -1,0 +1,250 @@
+"""The queue daemon's I/O: an asyncio UNIX-socket server on run/queue.sock.
+
+Run by ``mta/queue/main.py``. Each connection gets an ``InjectionSession``
+(``protocol.py``: every rule of the conversation) and a ``Draft`` from the store; the
+blocking work (writes, fsyncs, renames) runs in a thread pool so many commits are in
+flight at once and the event loop never waits on the disk. Peers are untrusted local
+processes: their credentials come from the kernel (SO_PEERCRED), never from what they say.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import errno
+import logging
+import os
+import socket
+import stat
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, TypeVar
+
+from mta.common import ipc
+from mta.common.control import ControlFile, parse_number
+from mta.common.frames import HEADER_SIZE, encode
+from mta.queue.protocol import Commit, InjectionSession, Refused, check_header, temporary
+from mta.queue.store import DEBRIS_AGE, Draft, QueueStore
+
+log = logging.getLogger("postern.queue")
+T = TypeVar("T")
+
+READ_TIMEOUT: Final = 1_200.0   # seconds a client may stay silent (qmail-queue has none; smtpd's is 1200)
+WRITE_BUFFER: Final = 256 * 1024  # message bytes gathered before one write() call
+WORKERS: Final = 64             # threads: fsyncs in flight at once
+SWEEP_INTERVAL: Final = 3_600.0  # seconds between debris sweeps
+_PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+_DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def parse_databytes(data: bytes) -> int:
+    """control/databytes: bytes per message, 0 (or empty) meaning no limit (qmail's)."""
+    value = parse_number(data, name="databytes")
+    return value or 0
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of a UNIX-socket peer, from the kernel."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    pid, uid, gid = _PEERCRED.unpack(raw)
+    return pid, uid, gid
+
+
+def error_text(exc: OSError) -> Refused:
+    """The answer for a failed write: full disk and every other I/O error are temporary."""
+    if exc.errno in _DISK_FULL:
+        return temporary("4.3.1 insufficient system storage: the queue's disk is full")
+    return temporary(f"4.3.0 the queue could not write the message: "
+                     f"{os.strerror(exc.errno) if exc.errno else exc}")
+
+
+def poke(trigger: Path) -> None:
+    """Wake ``send``: one byte into the trigger FIFO, never blocking, never failing."""
+    try:
+        fd = os.open(trigger, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:  # ENOENT (no FIFO yet), ENXIO (no reader): send will scan anyway
+        if exc.errno not in (errno.ENOENT, errno.ENXIO):
+            log.warning("cannot open trigger %s: %s", trigger, exc)
+        return
+    try:
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            os.write(fd, b"!")
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EPIPE):
+            log.warning("cannot write trigger %s: %s", trigger, exc)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class QueueServer:
+    """Serves injections into ``store``.
+
+    Args:
+        store: where messages go.
+        privileged_uids: who may inject origin=network/bounce (smtpd's and send's users).
+        databytes: a callable giving the current control/databytes (0 = unlimited).
+        trigger: the FIFO to poke after each commit, or ``None``.
+    """
+
+    store: QueueStore
+    privileged_uids: frozenset[int]
+    databytes: Callable[[], int] = lambda: 0
+    trigger: Path | None = None
+    read_timeout: float = READ_TIMEOUT
+    workers: int = WORKERS
+    _pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
+    _active: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    committed: int = 0
+
+    def __post_init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="fsync")
+
+    async def _blocking(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def serve(self, sock: socket.socket) -> asyncio.AbstractServer:
+        """Start serving on an already bound and listening UNIX socket."""
+        return await asyncio.start_unix_server(self._client, sock=sock)
+
+    async def sweep_forever(self, interval: float = SWEEP_INTERVAL) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                report = await self._blocking(self._sweep)
+                if report.debris_removed:
+                    log.warning("hourly sweep removed %d debris files", report.debris_removed)
+            except OSError as exc:
+                log.error("debris sweep failed: %s", exc)
+
+    def _sweep(self):  # type: ignore[no-untyped-def]
+        return self.store.cleanup(min_age=DEBRIS_AGE, wipe_tmp=False)
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for connections in progress (commits included)."""
+        if self._active:
+            await asyncio.wait(list(self._active), timeout=timeout)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._active.add(task)
+        try:
+            await self._session(reader, writer)
+        except Exception:  # one session's bug never reaches the loop or another session
+            log.exception("injection failed unexpectedly")
+        finally:
+            self._active.discard(task)
+            writer.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        pid, uid, _gid = peer_credentials(sock)
+        session = InjectionSession(uid=uid, pid=pid, privileged_uids=self.privileged_uids,
+                                   databytes=self.databytes())
+        draft: Draft | None = None
+        pending = bytearray()
+        try:
+            while True:
+                try:
+                    header = await asyncio.wait_for(reader.readexactly(HEADER_SIZE),
+                                                    self.read_timeout)
+                    ftype, length = check_header(header)
+                    payload = (await asyncio.wait_for(reader.readexactly(length),
+                                                      self.read_timeout)) if length else b""
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    log.info("uid %d pid %d disconnected before the end; message abandoned",
+                             uid, pid)
+                    return
+                except TimeoutError:
+                    log.info("uid %d pid %d timed out; message abandoned", uid, pid)
+                    await self._answer(writer, temporary("4.4.2 timed out waiting for the client"))
+                    return
+                result = session.receive(ftype, payload)
+                if isinstance(result, Commit):
+                    pending += result.data
+                    if draft is None:
+                        draft = await self._blocking(self.store.new_message)
+                    if pending:
+                        await self._blocking(draft.write, bytes(pending))
+                        pending.clear()
+                    envelope = session.envelope(birth=int(time.time()))
+                    queue_id = await self._blocking(draft.commit, envelope)
+                    draft = None
+                    self.committed += 1
+                    log.info("queued %s from uid %d pid %d origin=%s: %d recipients, %d bytes",
+                             queue_id, uid, pid, session.origin, len(envelope.recipients),
+                             session.size)
+                    try:
+                        writer.write(encode(ipc.Q.OK.value, queue_id.encode("ascii")))
+                        await writer.drain()
+                    except ConnectionError:
+                        log.warning("%s committed but uid %d pid %d left before the answer",
+                                    queue_id, uid, pid)
+                    if self.trigger is not None:
+                        poke(self.trigger)
+                    return
+                if result:
+                    pending += result
+                    if len(pending) >= WRITE_BUFFER:
+                        if draft is None:
+                            draft = await self._blocking(self.store.new_message)
+                        await self._blocking(draft.write, bytes(pending))
+                        pending.clear()
+        except Refused as refusal:
+            log.info("refused uid %d pid %d: %s", uid, pid, refusal.text)
+            await self._answer(writer, refusal)
+        except OSError as exc:
+            refusal = error_text(exc)
+            log.error("cannot queue for uid %d pid %d: %s", uid, pid, exc)
+            await self._answer(writer, refusal)
+        finally:
+            if draft is not None:
+                await self._blocking(draft.abort)
+
+    @staticmethod
+    async def _answer(writer: asyncio.StreamWriter, refusal: Refused) -> None:
+        text = refusal.text.encode("utf-8", "replace")[: ipc.MAX_TEXT]
+        try:
+            writer.write(encode(refusal.frame.value, text))
+            await writer.drain()
+        except ConnectionError:
+            pass
+
+
+def bind(path: Path) -> socket.socket:
+    """Bind and listen on ``path`` (mode 0666: any local user may inject).
+
+    A stale socket file from a previous run is replaced; a live one (another queue daemon
+    answers) is an error.
+    """
+    if path.is_socket():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)
+        else:
+            raise RuntimeError(f"{path}: another queue daemon is already listening")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o111)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def databytes_control(path: Path) -> Callable[[], int]:
+    control = ControlFile(path, parse_databytes, missing=0)
+    return control.get

@@ -1,0 +1,413 @@
+"""Where the queue daemon puts a message: one interface, a filesystem and a memory backend.
+
+Used only by the ``queue`` daemon (``mta/queue/server.py``) and by tests; like OpenSMTPD's
+``queue_backend.c`` over ``queue_fs.c`` and ``queue_ram.c``. The interface is synchronous
+and blocking: the server calls it from worker threads, never on the event loop.
+
+``FilesystemStore`` writes in exactly this order (docs/internals.md "Writing a message"):
+
+1. the message into ``queue/tmp/<pid>.<n>.m`` (its inode number names it), ``fsync``;
+2. ``rename`` it to ``queue/mess/<N>/<id>``;
+3. the envelope into ``queue/tmp/<id>.e``, ``fsync``;
+4. ``fsync`` the directory ``queue/mess/<N>``;
+5. ``rename`` the envelope to ``queue/todo/<N>/<id>`` — THE commit point;
+6. ``fsync`` the directory ``queue/todo/<N>``; only then is the id returned.
+
+Any error before step 5 removes every file this message created; an error in step 6 undoes
+the commit (the client gets a temporary failure and will try again). A crash leaves files in
+``tmp/`` (wiped at start) or a ``mess`` file with neither ``todo`` nor ``info`` (debris, swept
+at start and hourly). Trusts its caller; reads nothing from peers.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from mta.common import queuedirs
+from mta.common.envelope import Envelope, decode
+from mta.common.queuedirs import QueueDirs, QueueId, make_id
+
+log = logging.getLogger("postern.queue.store")
+
+FILE_MODE: Final = 0o640
+DEBRIS_AGE: Final = 3600.0  # seconds: a mess file this old with no todo/info is debris
+_OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Draft(abc.ABC):
+    """One message being written. ``queue_id`` is known from the start."""
+
+    queue_id: str
+    size: int
+
+    @abc.abstractmethod
+    def write(self, data: bytes) -> None:
+        """Append to the message. Raises ``OSError`` (e.g. ENOSPC); call ``abort()`` then."""
+
+    @abc.abstractmethod
+    def commit(self, envelope: Envelope) -> str:
+        """Make the message durable and committed; return its id.
+
+        Raises ``OSError``; afterwards nothing of this message is left behind.
+        """
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Forget the message; remove every file it created. Safe to call twice."""
+
+
+@dataclass
+class CleanupReport:
+    tmp_removed: int = 0
+    debris_removed: int = 0
+    kept_young: int = 0
+
+
+class QueueStore(abc.ABC):
+    """The queue as the queue daemon (and its tests) sees it."""
+
+    @abc.abstractmethod
+    def new_message(self) -> Draft:
+        """Start a message (creates its temporary file). Raises ``OSError``."""
+
+    @abc.abstractmethod
+    def committed(self) -> list[str]:
+        """Ids of every message with an envelope in ``todo``."""
+
+    @abc.abstractmethod
+    def messages(self) -> list[str]:
+        """Ids of every message file in ``mess``, committed or not."""
+
+    @abc.abstractmethod
+    def read_message(self, queue_id: str) -> bytes:
+        """The stored message. Raises ``KeyError`` if there is none."""
+
+    @abc.abstractmethod
+    def read_envelope(self, queue_id: str) -> Envelope:
+        """The committed envelope. Raises ``KeyError`` if there is none."""
+
+    @abc.abstractmethod
+    def tmp_entries(self) -> list[str]:
+        """Names of files in ``tmp`` (for tests and diagnostics)."""
+
+    @abc.abstractmethod
+    def cleanup(self, *, min_age: float, wipe_tmp: bool) -> CleanupReport:
+        """Remove debris: ``mess`` files older than ``min_age`` seconds with neither
+        ``todo`` nor ``info`` (checked in that order), and every ``tmp`` file if ``wipe_tmp``.
+
+        At start-up the daemon holds the queue lock and nothing is in flight, so it calls
+        ``cleanup(min_age=0, wipe_tmp=True)``; the hourly sweep uses ``DEBRIS_AGE``.
+        """
+
+
+# --- filesystem -----------------------------------------------------------------------------
+
+class FilesystemStore(QueueStore):
+    """The real queue under ``queue/`` (see module docstring for the write order)."""
+
+    def __init__(self, dirs: QueueDirs) -> None:
+        self.dirs = dirs
+        self._seq = itertools.count(1)
+        self._dir_fds: dict[Path, int] = {}
+        self._fd_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, queue_root: str | os.PathLike[str]) -> "FilesystemStore":
+        return cls(QueueDirs.open(queue_root))
+
+    def close(self) -> None:
+        with self._fd_lock:
+            for fd in self._dir_fds.values():
+                os.close(fd)
+            self._dir_fds.clear()
+
+    def fsync_dir(self, path: Path) -> None:
+        """fsync a directory through a descriptor kept open (one open per directory)."""
+        with self._fd_lock:
+            fd = self._dir_fds.get(path)
+            if fd is None:
+                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                self._dir_fds[path] = fd
+        os.fsync(fd)
+
+    def new_message(self) -> Draft:
+        return _FsDraft(self)
+
+    def tmp_name(self) -> str:
+        return f"{os.getpid()}.{next(self._seq)}"
+
+    def committed(self) -> list[str]:
+        return sorted(str(q) for q in self.dirs.ids(queuedirs.TODO))
+
+    def messages(self) -> list[str]:
+        return sorted(str(q) for q in self.dirs.ids(queuedirs.MESS))
+
+    def read_message(self, queue_id: str) -> bytes:
+        try:
+            return self.dirs.mess(queue_id).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(queue_id) from None
+
+    def read_envelope(self, queue_id: str) -> Envelope:
+        try:
+            return decode(self.dirs.todo(queue_id).read_bytes())
+        except FileNotFoundError:
+            raise KeyError(queue_id) from None
+
+    def tmp_entries(self) -> list[str]:
+        return sorted(os.listdir(self.dirs.tmp))
+
+    def cleanup(self, *, min_age: float, wipe_tmp: bool) -> CleanupReport:
+        report = CleanupReport()
+        if wipe_tmp:
+            for name in os.listdir(self.dirs.tmp):
+                try:
+                    os.unlink(self.dirs.tmp / name)
+                    report.tmp_removed += 1
+                except FileNotFoundError:
+                    pass
+                except IsADirectoryError:
+                    log.error("unexpected directory queue/tmp/%s left alone", name)
+        now = time.time()
+        for qid in list(self.dirs.ids(queuedirs.MESS)):
+            mess = self.dirs.mess(qid)
+            # todo before info: send writes info before it removes todo, so this order
+            # cannot miss a message that is moving from one to the other.
+            if self.dirs.todo(qid).exists() or self.dirs.info(qid).exists():
+                continue
+            try:
+                age = now - mess.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age < min_age:
+                report.kept_young += 1
+                continue
+            try:
+                os.unlink(mess)
+                report.debris_removed += 1
+                log.warning("removed debris queue/mess/%d/%s (no todo, no info)",
+                            qid.inode % self.dirs.split, qid)
+            except FileNotFoundError:
+                pass
+        return report
+
+
+class _FsDraft(Draft):
+    def __init__(self, store: FilesystemStore) -> None:
+        self._store = store
+        dirs = store.dirs
+        now = time.time_ns()
+        self._tmp = dirs.tmp / (store.tmp_name() + ".m")
+        self._fd: int | None = os.open(self._tmp, _OPEN_FLAGS, FILE_MODE)
+        try:
+            inode = os.fstat(self._fd).st_ino
+            self._qid = QueueId(now // 1_000_000_000, (now // 1000) % 1_000_000, inode)
+            self.queue_id = make_id(self._qid.birth, self._qid.microseconds, inode)
+        except BaseException:
+            self._close()
+            self._unlink(self._tmp)
+            raise
+        self.size = 0
+        self._created: list[Path] = [self._tmp]
+        self._committed = False
+
+    def write(self, data: bytes) -> None:
+        if self._fd is None:
+            raise ValueError("draft is closed")
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.size += len(data)
+
+    def commit(self, envelope: Envelope) -> str:
+        if self._fd is None:
+            raise ValueError("draft is closed")
+        dirs = self._store.dirs
+        mess = dirs.mess(self._qid)
+        todo = dirs.todo(self._qid)
+        env_tmp = dirs.tmp / f"{self.queue_id}.e"
+        try:
+            os.fsync(self._fd)                                   # 1
+            self._close()
+            os.rename(self._tmp, mess)                            # 2
+            self._created = [mess]
+            fd = os.open(env_tmp, _OPEN_FLAGS, FILE_MODE)         # 3
+            self._created.append(env_tmp)
+            try:
+                data = memoryview(envelope.encode())
+                while data:
+                    data = data[os.write(fd, data):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self._store.fsync_dir(mess.parent)                    # 4
+            os.rename(env_tmp, todo)                              # 5: committed
+            self._created = [todo, mess]
+        except BaseException:
+            self.abort()
+            raise
+        try:
+            self._store.fsync_dir(todo.parent)                    # 6
+        except BaseException:
+            log.error("fsync of %s failed; undoing the commit of %s", todo.parent, self.queue_id)
+            self.abort()
+            raise
+        self._committed = True
+        self._created = []
+        return self.queue_id
+
+    def abort(self) -> None:
+        if self._committed:
+            return
+        self._close()
+        for path in self._created:
+            self._unlink(path)
+        self._created = []
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)
+
+    @staticmethod
+    def _unlink(path: Path) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.error("cannot remove %s: %s", path, exc)
+
+
+# --- memory -----------------------------------------------------------------------------------
+
+@dataclass
+class _MemMessage:
+    data: bytes
+    mtime: float
+
+
+@dataclass
+class MemoryStore(QueueStore):
+    """An in-memory queue with the same behaviour, for tests and benchmarks.
+
+    Args:
+        capacity: bytes it may hold in all (messages, envelopes, drafts); beyond that
+            writes fail with ``OSError(ENOSPC)``, as a full disk does. ``None``: unlimited.
+    """
+
+    capacity: int | None = None
+    clock: "object" = None  # a callable returning seconds, or None for time.time
+    mess: dict[str, _MemMessage] = field(default_factory=dict)
+    todo: dict[str, bytes] = field(default_factory=dict)
+    info: set[str] = field(default_factory=set)
+    tmp: dict[str, bytearray] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inode = itertools.count(1)
+
+    def now(self) -> float:
+        return self.clock() if callable(self.clock) else time.time()
+
+    def used(self) -> int:
+        return (sum(len(m.data) for m in self.mess.values()) + sum(map(len, self.todo.values()))
+                + sum(map(len, self.tmp.values())))
+
+    def reserve(self, n: int) -> None:
+        if self.capacity is not None and self.used() + n > self.capacity:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def new_message(self) -> Draft:
+        return _MemDraft(self)
+
+    def committed(self) -> list[str]:
+        with self._lock:
+            return sorted(self.todo)
+
+    def messages(self) -> list[str]:
+        with self._lock:
+            return sorted(self.mess)
+
+    def read_message(self, queue_id: str) -> bytes:
+        with self._lock:
+            return self.mess[queue_id].data
+
+    def read_envelope(self, queue_id: str) -> Envelope:
+        with self._lock:
+            return decode(self.todo[queue_id])
+
+    def tmp_entries(self) -> list[str]:
+        with self._lock:
+            return sorted(self.tmp)
+
+    def cleanup(self, *, min_age: float, wipe_tmp: bool) -> CleanupReport:
+        report = CleanupReport()
+        with self._lock:
+            if wipe_tmp:
+                report.tmp_removed = len(self.tmp)
+                self.tmp.clear()
+            now = self.now()
+            for qid, message in list(self.mess.items()):
+                if qid in self.todo or qid in self.info:
+                    continue
+                if now - message.mtime < min_age:
+                    report.kept_young += 1
+                    continue
+                del self.mess[qid]
+                report.debris_removed += 1
+        return report
+
+
+class _MemDraft(Draft):
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        now = store.now()
+        with store._lock:
+            inode = next(store._inode)
+            self.queue_id = make_id(int(now), int(now * 1_000_000) % 1_000_000, inode)
+            self._tmp = f"{self.queue_id}.m"
+            store.tmp[self._tmp] = bytearray()
+        self.size = 0
+        self._done = False
+
+    def write(self, data: bytes) -> None:
+        with self._store._lock:
+            if self._done:
+                raise ValueError("draft is closed")
+            self._store.reserve(len(data))
+            self._store.tmp[self._tmp] += data
+        self.size += len(data)
+
+    def commit(self, envelope: Envelope) -> str:
+        encoded = envelope.encode()
+        store = self._store
+        with store._lock:
+            if self._done:
+                raise ValueError("draft is closed")
+            try:
+                store.reserve(len(encoded))
+            except OSError:
+                del store.tmp[self._tmp]
+                self._done = True
+                raise
+            store.mess[self.queue_id] = _MemMessage(bytes(store.tmp.pop(self._tmp)), store.now())
+            store.todo[self.queue_id] = encoded
+            self._done = True
+        return self.queue_id
+
+    def abort(self) -> None:
+        with self._store._lock:
+            if not self._done:
+                self._store.tmp.pop(self._tmp, None)
+                self._done = True
