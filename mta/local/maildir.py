@@ -1,0 +1,289 @@
+"""Maildir delivery exactly as maildir(5), with Maildir++ quota and path safety.
+
+One job: put one queued message into one configured mailbox's ``new/``, durably, or say
+why not (temporary or permanent). Called by ``mta/local/server.py`` in a worker thread.
+
+Steps (maildir(5)): create a unique name in ``tmp/`` with ``O_CREAT|O_EXCL|O_NOFOLLOW``;
+write ``Return-Path:`` and ``Delivered-To:`` then the message with CRLF turned into LF;
+``fsync``; close; ``link`` into ``new/``; unlink the ``tmp/`` name; ``fsync`` ``new/``.
+Only after that is the recipient reported delivered.
+
+Trust: the Maildir path comes only from a ``Mailbox`` found in the ``mailboxes`` file (whose
+parser refuses ``/``, leading dots and control characters), never from client bytes. Every
+component is opened relative to a directory descriptor with ``O_NOFOLLOW``, so a symlinked
+domain, mailbox, ``tmp``, ``new`` or ``cur`` is refused (temporary failure, logged). The
+message file is read-only; its headers are only scanned for our own ``Delivered-To:`` (loop
+detection, RFC 5598 §4.3 style), never interpreted otherwise.
+
+Quota (Maildir++, as Courier and Dovecot keep it): ``maildirsize`` in the Maildir holds the
+limit line ``<bytes>S`` then ``<bytes> <count>`` lines appended per delivery; it is
+recomputed from ``new/`` and ``cur/`` when missing, stale (other limit) or over
+``MAILDIRSIZE_MAX`` bytes. A delivery that would exceed the limit is a temporary failure
+(4.2.2): the sender learns of it only when the queue lifetime ends.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import logging
+import os
+import re
+import secrets
+import socket
+import time
+from collections.abc import Iterator
+from typing import Final
+
+from mta.common.addressbook import Mailbox
+from mta.common.results import Outcome, Result
+
+log = logging.getLogger("postern.local")
+
+CHUNK: Final = 256 * 1024
+DIR_MODE: Final = 0o700
+FILE_MODE: Final = 0o600
+MAILDIRSIZE: Final = "maildirsize"
+MAILDIRSIZE_MAX: Final = 5120        # Maildir++ spec: recalculate beyond this size
+MAX_HEADER_SCAN: Final = 1024 * 1024  # bytes of header scanned for Delivered-To loops
+_SIZE_IN_NAME = re.compile(r",S=([0-9]{1,20})")
+_counter = itertools.count()
+_HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+class MaildirError(Exception):
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.text)
+        self.result = result
+
+
+def _temp(enhanced: str, text: str) -> MaildirError:
+    return MaildirError(Result(Outcome.TEMPORARY, f"{enhanced} {text}", enhanced))
+
+
+def _perm(enhanced: str, text: str) -> MaildirError:
+    return MaildirError(Result(Outcome.PERMANENT, f"{enhanced} {text}", enhanced))
+
+
+def unique_name(size: int) -> str:
+    """``<sec>.M<usec>P<pid>Q<n>R<random>.<host>,S=<size>`` (maildir(5) modern form)."""
+    now = time.time()
+    sec = int(now)
+    usec = int((now - sec) * 1_000_000)
+    return (f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(8)}"
+            f".{_HOST},S={size}")
+
+
+def _open_dir(name: str, dir_fd: int, *, create: bool) -> int:
+    if create:
+        try:
+            os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+        except FileExistsError:
+            pass
+    try:
+        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                       dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            log.error("refusing mailbox path component %r: a symlink or not a directory", name)
+            raise _temp("4.3.0", f"mailbox directory {name!r} is a symlink or not a "
+                                 "directory; refused") from exc
+        raise _temp("4.3.0", f"cannot open mailbox directory {name!r}: {exc.strerror}") from exc
+
+
+def open_maildir(mail_root: str | os.PathLike[str], mailbox: Mailbox) -> dict[str, int]:
+    """Open (creating on first delivery) mail/<domain>/<local>/{tmp,new,cur}; fds by name."""
+    fds: dict[str, int] = {}
+    try:
+        root = os.open(mail_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise _temp("4.3.0", f"cannot open the mail directory: {exc.strerror}") from exc
+    try:
+        dom = _open_dir(mailbox.domain, root, create=True)
+        try:
+            fds["."] = _open_dir(mailbox.local, dom, create=True)
+        finally:
+            os.close(dom)
+        for sub in ("tmp", "new", "cur"):
+            fds[sub] = _open_dir(sub, fds["."], create=True)
+        return fds
+    except BaseException:
+        close_all(fds)
+        raise
+    finally:
+        os.close(root)
+
+
+def close_all(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        os.close(fd)
+    fds.clear()
+
+
+def crlf_to_lf(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """CRLF -> LF over a stream of chunks (a CR at a chunk's end waits for the next)."""
+    pending = b""
+    for chunk in chunks:
+        data = pending + chunk
+        pending = b""
+        if data.endswith(b"\r"):
+            data, pending = data[:-1], b"\r"
+        yield data.replace(b"\r\n", b"\n")
+    if pending:
+        yield pending
+
+
+def read_chunks(fd: int) -> Iterator[bytes]:
+    os.lseek(fd, 0, os.SEEK_SET)
+    while chunk := os.read(fd, CHUNK):
+        yield chunk
+
+
+def has_delivered_to(fd: int, recipient: str) -> bool:
+    """Whether the message's header already holds ``Delivered-To: <recipient>`` (a loop)."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    head = os.read(fd, MAX_HEADER_SCAN)
+    end = head.find(b"\r\n\r\n")
+    header = head if end < 0 else head[:end + 2]
+    want = recipient.encode("utf-8").lower()
+    for line in header.split(b"\r\n"):
+        if line[:13].lower() == b"delivered-to:" and line[13:].strip().lower() == want:
+            return True
+    return False
+
+
+# --- quota ----------------------------------------------------------------------------
+
+def _scan_usage(fds: dict[str, int]) -> tuple[int, int]:
+    total = count = 0
+    for sub in ("new", "cur"):
+        for entry in os.scandir(fds[sub]):
+            if entry.name.startswith("."):
+                continue
+            m = _SIZE_IN_NAME.search(entry.name)
+            if m:
+                total += int(m.group(1))
+            else:
+                try:
+                    total += entry.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+            count += 1
+    return total, count
+
+
+def quota_usage(fds: dict[str, int], quota: int) -> int:
+    """Bytes in use per maildirsize; rebuilt from new/ and cur/ when missing or stale."""
+    try:
+        fd = os.open(MAILDIRSIZE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fds["."])
+        try:
+            data = os.read(fd, MAILDIRSIZE_MAX + 1)
+        finally:
+            os.close(fd)
+        lines = data.decode("ascii").splitlines()
+        if len(data) <= MAILDIRSIZE_MAX and lines and lines[0] == f"{quota}S":
+            used = 0
+            for line in lines[1:]:
+                m = re.fullmatch(r"(-?[0-9]{1,20}) (-?[0-9]{1,20})", line.strip())
+                if m is None:
+                    raise ValueError("bad maildirsize line")
+                used += int(m.group(1))
+            return max(used, 0)
+    except (OSError, ValueError, UnicodeDecodeError):
+        pass
+    used, count = _scan_usage(fds)
+    tmp = f"{MAILDIRSIZE}.{secrets.token_hex(6)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 FILE_MODE, dir_fd=fds["tmp"])
+    try:
+        os.write(fd, f"{quota}S\n{used} {count}\n".encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, MAILDIRSIZE, src_dir_fd=fds["tmp"], dst_dir_fd=fds["."])
+    return used
+
+
+def _quota_add(fds: dict[str, int], size: int) -> None:
+    try:
+        fd = os.open(MAILDIRSIZE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=fds["."])
+    except OSError:
+        return  # rebuilt from the directory at the next delivery
+    try:
+        os.write(fd, f"{size} 1\n".encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+# --- delivery -------------------------------------------------------------------------
+
+def deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
+            sender: str, recipient: str) -> Result:
+    """Deliver the message open on ``message_fd`` (CRLF, as stored) to ``mailbox``.
+
+    ``sender`` is the envelope sender ("" for <>), ``recipient`` the address for the
+    ``Delivered-To:`` line. Returns DELIVERED only after the data and ``new/`` are fsynced.
+    """
+    try:
+        return _deliver(mail_root, mailbox, message_fd, sender, recipient)
+    except MaildirError as exc:
+        return exc.result
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return Result(Outcome.TEMPORARY, "4.3.1 mail system full", "4.3.1")
+        log.error("delivery to %s failed: %s", mailbox.address, exc)
+        return Result(Outcome.TEMPORARY, f"4.3.0 cannot write the mailbox: {exc.strerror}",
+                      "4.3.0")
+
+
+def _deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
+             sender: str, recipient: str) -> Result:
+    if has_delivered_to(message_fd, recipient):
+        return Result(Outcome.PERMANENT,
+                      f"5.4.6 mail loop: the message already has Delivered-To: {recipient}",
+                      "5.4.6")
+    st = os.fstat(message_fd)
+    head = f"Return-Path: <{sender}>\nDelivered-To: {recipient}\n".encode("utf-8")
+    if any(c in head[:-1].replace(b"\n", b"") for c in (b"\r", b"\0")):
+        return Result(Outcome.PERMANENT, "5.6.0 control characters in an address", "5.6.0")
+    fds = open_maildir(mail_root, mailbox)
+    name = ""
+    try:
+        # The size in the name must be the size on disk: count while converting.
+        if mailbox.quota:
+            used = quota_usage(fds, mailbox.quota)
+            if used + st.st_size > mailbox.quota:
+                return Result(Outcome.TEMPORARY,
+                              f"4.2.2 mailbox {mailbox.address} is over quota "
+                              f"({used} of {mailbox.quota} bytes used)", "4.2.2")
+        tmp_name = unique_name(0) + ".tmp"
+        fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, FILE_MODE, dir_fd=fds["tmp"])
+        size = 0
+        try:
+            for data in itertools.chain([head], crlf_to_lf(read_chunks(message_fd))):
+                view = memoryview(data)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                size += len(data)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp_name, dir_fd=fds["tmp"])
+            raise
+        os.close(fd)
+        name = tmp_name[:-4].rsplit(",S=", 1)[0] + f",S={size}"
+        try:
+            os.link(tmp_name, name, src_dir_fd=fds["tmp"], dst_dir_fd=fds["new"],
+                    follow_symlinks=False)
+        finally:
+            os.unlink(tmp_name, dir_fd=fds["tmp"])
+        os.fsync(fds["new"])
+        if mailbox.quota:
+            _quota_add(fds, size)
+        return Result(Outcome.DELIVERED, f"2.0.0 delivered to {mailbox.address} as {name}",
+                      "2.0.0")
+    finally:
+        close_all(fds)

@@ -1,0 +1,80 @@
+"""NAME
+    postern-local - Maildir delivery for mailboxes in local domains
+
+DESCRIPTION
+    ``python -m mta.local --state DIR [--user USER]`` serves ``run/local.sock``. ``send``
+    writes delivery jobs (queue id, sender, mailbox addresses); ``local`` writes each message
+    into ``mail/<domain>/<local>/new/`` as maildir(5) says and answers one result per
+    recipient. Long-lived; deliveries run in threads.
+
+SECURITY
+    Runs as postern-vmail when started as root with --user (binds first, then drops). Reads
+    control/ and queue/mess (read-only), writes mail/. Peers: send only (socket mode 0660).
+    Untrusted: the frames on local.sock (ids validated, paths only from ``mailboxes``), the
+    control files (strict parsers), the message (only scanned for Delivered-To loops).
+
+CONTROL FILES
+    mailboxes (none), locals, aliases, localpartcase: see docs/control.md.
+
+SEE ALSO
+    mta/local/maildir.py, mta/send/main.py, docs/internals.md
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+
+from mta.common import daemon
+from mta.local.server import LocalServer
+
+log = logging.getLogger("postern.local")
+
+
+def bind_unix(path: Path, mode: int = 0o660) -> socket.socket:
+    """Bind a UNIX stream socket at ``path`` (replacing a stale one) with ``mode``."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, mode)
+    sock.listen(128)
+    return sock
+
+
+async def serve(server: LocalServer, sock: socket.socket) -> None:
+    srv = await asyncio.start_unix_server(server.handle, sock=sock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with srv:
+        await stop.wait()
+    server.pool.shutdown(wait=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = daemon.base_parser("local", "Maildir delivery")
+    args = parser.parse_args(argv)
+    state = daemon.setup("local", args)
+    os.umask(0o077)
+    state.run.mkdir(parents=True, exist_ok=True)
+    state.mail.mkdir(mode=0o700, parents=True, exist_ok=True)
+    sock = bind_unix(state.local_socket)
+    if args.user:
+        from mta.util.privs import drop_privileges
+        drop_privileges(args.user)
+    log.info("serving %s", state.local_socket)
+    asyncio.run(serve(LocalServer(state), sock))
+    return 0

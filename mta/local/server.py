@@ -1,0 +1,98 @@
+"""The ``local`` daemon's socket server: delivery jobs from ``send`` to Maildirs.
+
+One job: serve ``run/local.sock``. Each connection carries jobs one after another (see
+``protocol.py``); for each recipient it answers ``K``/``Z``/``D`` in order. The recipient
+must be a configured mailbox (``mailboxes``; ``send`` has already expanded aliases): the
+Maildir path is the configured name, never the bytes ``send`` sent. The message is opened
+read-only from ``queue/mess`` by the validated id. Deliveries run in a thread pool
+(``fsync`` blocks); the asyncio loop only moves frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+from mta.common import ipc
+from mta.common.addressbook import AddressBookFiles
+from mta.common.frames import FrameError, read_frame
+from mta.common.paths import StateDir
+from mta.common.queuedirs import QueueDirs
+from mta.common.results import Outcome, Result
+from mta.local.maildir import deliver
+from mta.local.protocol import Job, JobAssembler, encode_result
+
+log = logging.getLogger("postern.local")
+
+MAX_THREADS: Final = 64  # parallel deliveries; send's concurrencylocal bounds the real number
+
+
+class LocalServer:
+    def __init__(self, state: StateDir, *, threads: int = MAX_THREADS) -> None:
+        self.state = state
+        self.book = AddressBookFiles(state.control)
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="deliver")
+        self._queue: QueueDirs | None = None
+
+    def queue(self) -> QueueDirs:
+        if self._queue is None:
+            self._queue = QueueDirs.open(self.state.queue)
+        return self._queue
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assembler = JobAssembler()
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                frame = await read_frame(reader, ipc.DELIVERY_CLIENT_FRAMES)
+                if frame is None:
+                    break
+                job = assembler.feed(frame)
+                if job is None:
+                    continue
+                results = await loop.run_in_executor(self.pool, self.run_job, job)
+                writer.write(b"".join(encode_result(r) for r in results))
+                await writer.drain()
+        except FrameError as exc:
+            log.warning("closing a local.sock connection: %s", exc)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    def run_job(self, job: Job) -> list[Result]:
+        """Deliver one job: one result per recipient, in order. Never raises."""
+        try:
+            fd = os.open(self.queue().mess(job.queue_id),
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            log.error("cannot open message %s: %s", job.queue_id, exc)
+            res = Result(Outcome.TEMPORARY, f"4.3.0 cannot open the queued message: "
+                                            f"{exc.strerror}", "4.3.0")
+            return [res] * len(job.recipients)
+        try:
+            return [self.deliver_one(job, fd, rcpt) for rcpt in job.recipients]
+        finally:
+            os.close(fd)
+
+    def deliver_one(self, job: Job, fd: int, rcpt: bytes) -> Result:
+        try:
+            address = rcpt.decode("utf-8")
+            sender = job.sender.decode("utf-8")
+        except UnicodeDecodeError:
+            return Result(Outcome.PERMANENT, "5.1.3 address is not UTF-8", "5.1.3")
+        mailbox = self.book.get().mailbox(address)
+        if mailbox is None:
+            log.warning("%s: no mailbox %r", job.queue_id, address)
+            return Result(Outcome.PERMANENT, f"5.1.1 <{address}>: no such mailbox here",
+                          "5.1.1")
+        try:
+            result = deliver(self.state.mail, mailbox, fd, sender, mailbox.address)
+        except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the daemon
+            log.exception("%s: delivery to %s crashed", job.queue_id, address)
+            result = Result(Outcome.TEMPORARY, f"4.3.0 local delivery failed: {exc}", "4.3.0")
+        log.info("%s: %s: %s", job.queue_id, address, result.text)
+        return result

@@ -1,0 +1,124 @@
+"""Maildir delivery: maildir(5) steps, readable by mailbox.Maildir, quota, path safety."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mta.common.addressbook import Mailbox
+from mta.common.results import Outcome
+from mta.local.maildir import crlf_to_lf, deliver, quota_usage, open_maildir, close_all
+
+MESSAGE = b"Subject: hello\r\nFrom: a@b.example\r\n\r\nline one\r\nline two\r\n"
+
+
+def message_fd(tmp_path: Path, data: bytes = MESSAGE) -> int:
+    p = tmp_path / "mess"
+    p.write_bytes(data)
+    return os.open(p, os.O_RDONLY)
+
+
+@pytest.fixture
+def mail(tmp_path: Path) -> Path:
+    m = tmp_path / "mail"
+    m.mkdir()
+    return m
+
+
+def test_delivery_is_readable_by_python_mailbox(tmp_path: Path, mail: Path) -> None:
+    fd = message_fd(tmp_path)
+    mb = Mailbox("joe", "example.com")
+    r = deliver(mail, mb, fd, "a@b.example", "joe@example.com")
+    assert r.outcome is Outcome.DELIVERED, r.text
+    md = mailbox.Maildir(mail / "example.com" / "joe", factory=None, create=False)
+    msgs = list(md)
+    assert len(msgs) == 1
+    m = msgs[0]
+    assert m["Return-Path"] == "<a@b.example>"
+    assert m["Delivered-To"] == "joe@example.com"
+    assert m["Subject"] == "hello"
+    raw = md.get_bytes(md.keys()[0])
+    assert b"\r" not in raw and raw.endswith(b"line one\nline two\n")
+    assert os.listdir(mail / "example.com" / "joe" / "tmp") == []
+    name = os.listdir(mail / "example.com" / "joe" / "new")[0]
+    assert name.endswith(f",S={len(raw)}")
+    assert (os.stat(mail / "example.com" / "joe" / "new" / name).st_mode & 0o777) == 0o600
+
+
+def test_null_sender_and_two_deliveries_get_unique_names(tmp_path: Path, mail: Path) -> None:
+    fd = message_fd(tmp_path)
+    mb = Mailbox("joe", "example.com")
+    for _ in range(2):
+        assert deliver(mail, mb, fd, "", "joe@example.com").outcome is Outcome.DELIVERED
+    md = mailbox.Maildir(mail / "example.com" / "joe", create=False)
+    assert len(md) == 2
+    assert all(m["Return-Path"] == "<>" for m in md)
+
+
+def test_delivered_to_loop_is_permanent(tmp_path: Path, mail: Path) -> None:
+    fd = message_fd(tmp_path, b"Delivered-To: Joe@Example.com\r\nSubject: x\r\n\r\nbody\r\n")
+    r = deliver(mail, Mailbox("joe", "example.com"), fd, "", "joe@example.com")
+    assert r.outcome is Outcome.PERMANENT and r.enhanced == "5.4.6"
+    # Delivered-To in the body is not a loop
+    fd = message_fd(tmp_path, b"Subject: x\r\n\r\nDelivered-To: joe@example.com\r\n")
+    assert deliver(mail, Mailbox("joe", "example.com"), fd, "", "joe@example.com").outcome \
+        is Outcome.DELIVERED
+
+
+@pytest.mark.parametrize("part", ["domain", "mailbox", "tmp", "new", "cur"])
+def test_symlinked_directories_are_refused(tmp_path: Path, mail: Path, part: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "tmp").mkdir()
+    (elsewhere / "new").mkdir()
+    (elsewhere / "cur").mkdir()
+    if part == "domain":
+        (mail / "example.com").symlink_to(tmp_path)
+    elif part == "mailbox":
+        (mail / "example.com").mkdir()
+        (mail / "example.com" / "joe").symlink_to(elsewhere)
+    else:
+        box = mail / "example.com" / "joe"
+        box.mkdir(parents=True)
+        for sub in ("tmp", "new", "cur"):
+            if sub == part:
+                (box / sub).symlink_to(elsewhere / sub)
+            else:
+                (box / sub).mkdir()
+    r = deliver(mail, Mailbox("joe", "example.com"), message_fd(tmp_path), "", "joe@example.com")
+    assert r.outcome is Outcome.TEMPORARY and "symlink" in r.text
+    assert os.listdir(elsewhere / "new") == [] and os.listdir(elsewhere / "tmp") == []
+
+
+def test_quota_is_a_temporary_failure_and_maildirsize_is_kept(tmp_path: Path, mail: Path) -> None:
+    fd = message_fd(tmp_path)
+    mb = Mailbox("ann", "example.com", quota=len(MESSAGE) * 2 + 100)
+    assert deliver(mail, mb, fd, "", "ann@example.com").outcome is Outcome.DELIVERED
+    size_file = mail / "example.com" / "ann" / "maildirsize"
+    lines = size_file.read_text().splitlines()
+    assert lines[0] == f"{mb.quota}S"
+    assert deliver(mail, mb, fd, "", "ann@example.com").outcome is Outcome.DELIVERED
+    r = deliver(mail, mb, fd, "", "ann@example.com")
+    assert r.outcome is Outcome.TEMPORARY and r.enhanced == "4.2.2"
+    # reading a message (moving it to cur/) keeps the count; deleting frees space
+    md = mailbox.Maildir(mail / "example.com" / "ann", create=False)
+    for key in list(md.keys()):
+        md.remove(key)
+    size_file.unlink()  # a stale or missing maildirsize is rebuilt from the directory
+    fds = open_maildir(mail, mb)
+    try:
+        assert quota_usage(fds, mb.quota or 0) == 0
+    finally:
+        close_all(fds)
+    assert deliver(mail, mb, fd, "", "ann@example.com").outcome is Outcome.DELIVERED
+
+
+@given(st.binary(max_size=200), st.integers(1, 50))
+def test_crlf_to_lf_is_chunking_independent(data: bytes, size: int) -> None:
+    chunks = [data[i:i + size] for i in range(0, len(data), size)]
+    assert b"".join(crlf_to_lf(iter(chunks))) == data.replace(b"\r\n", b"\n")
