@@ -1,0 +1,187 @@
+"""mta/queue/store.py: both backends pass the conformance suite; the filesystem one also
+keeps the documented on-disk layout and write order."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mta.common import queuedirs
+from mta.common.queuedirs import make_id
+from mta.queue.store import FilesystemStore, MemoryStore, QueueStore
+from tests import support
+from tests.mta.queue import conformance
+from tests.mta.queue.conformance import StoreHarness, envelope
+
+
+# --- filesystem harness -------------------------------------------------------------------
+
+def _fs(store: QueueStore) -> FilesystemStore:
+    assert isinstance(store, FilesystemStore)
+    return store
+
+
+def fs_preprocess(store: QueueStore, queue_id: str) -> None:
+    dirs = _fs(store).dirs
+    dirs.info(queue_id).write_bytes(b"send's state")
+    os.unlink(dirs.todo(queue_id))
+
+
+def fs_make_debris(store: QueueStore, data: bytes, age: float) -> str:
+    dirs = _fs(store).dirs
+    tmp = dirs.tmp / "debris"
+    tmp.write_bytes(data)
+    queue_id = make_id(int(time.time()), 0, tmp.stat().st_ino)
+    target = dirs.mess(queue_id)
+    os.rename(tmp, target)
+    then = time.time() - age
+    os.utime(target, (then, then))
+    return queue_id
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs, mounted for this test only (needs root; CI runs as root)."""
+    support.require_root("mounting a small tmpfs to fill it")
+    mountpoint = tmp_path / "small"
+    mountpoint.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mountpoint)],
+                   check=True)
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def fill(mountpoint: Path, leave: int) -> None:
+    """Fill a filesystem until only about ``leave`` bytes are free."""
+    st = os.statvfs(mountpoint)
+    free = st.f_bavail * st.f_frsize
+    with open(mountpoint / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+
+
+@pytest.fixture(params=["filesystem", "memory"])
+def harness(request: pytest.FixtureRequest, tmp_path: Path) -> StoreHarness:
+    if request.param == "memory":
+        def mem_preprocess(store: QueueStore, queue_id: str) -> None:
+            assert isinstance(store, MemoryStore)
+            store.info.add(queue_id)
+            del store.todo[queue_id]
+
+        def mem_debris(store: QueueStore, data: bytes, age: float) -> str:
+            assert isinstance(store, MemoryStore)
+            draft = store.new_message()
+            draft.abort()
+            from mta.queue.store import _MemMessage
+            store.mess[draft.queue_id] = _MemMessage(data, time.time() - age)
+            return draft.queue_id
+
+        return StoreHarness(make=MemoryStore, reopen=lambda s: s, preprocess=mem_preprocess,
+                            make_debris=mem_debris,
+                            make_full=lambda: MemoryStore(capacity=64 * 1024))
+
+    counter = iter(range(1000))
+
+    def make() -> QueueStore:
+        return FilesystemStore(queuedirs.create(tmp_path / f"queue{next(counter)}"))
+
+    def make_full() -> QueueStore:
+        mountpoint = request.getfixturevalue("small_tmpfs")
+        store = FilesystemStore(queuedirs.create(mountpoint / "queue"))
+        fill(mountpoint, 64 * 1024)
+        return store
+
+    return StoreHarness(make=make, reopen=lambda s: FilesystemStore.open(_fs(s).dirs.root),
+                        preprocess=fs_preprocess, make_debris=fs_make_debris, make_full=make_full)
+
+
+@pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
+def test_conformance(harness: StoreHarness, check) -> None:  # type: ignore[no-untyped-def]
+    check(harness)
+
+
+# --- filesystem specifics ------------------------------------------------------------------
+
+def test_files_land_where_the_layout_says(tmp_path: Path) -> None:
+    dirs = queuedirs.create(tmp_path / "q")
+    store = FilesystemStore(dirs)
+    draft = store.new_message()
+    assert os.listdir(dirs.tmp) == [n for n in os.listdir(dirs.tmp) if n.endswith(".m")] != []
+    draft.write(b"hello\r\n")
+    queue_id = draft.commit(envelope())
+    inode = dirs.mess(queue_id).stat().st_ino
+    assert queue_id.endswith("%X" % inode)  # "if mess/N/id exists, it has inode id"
+    assert dirs.mess(queue_id).parent.name == str(inode % 23)
+    assert dirs.todo(queue_id).read_bytes() == envelope().encode()
+    assert oct(dirs.mess(queue_id).stat().st_mode & 0o777) == oct(0o640)
+    assert os.listdir(dirs.tmp) == []
+
+
+def test_write_order_is_the_documented_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dirs = queuedirs.create(tmp_path / "q")
+    store = FilesystemStore(dirs)
+    calls: list[str] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        calls.append("fsync " + os.path.relpath(path, dirs.root))
+        real_fsync(fd)
+
+    def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        calls.append(f"rename {os.path.relpath(src, dirs.root)} -> {os.path.relpath(dst, dirs.root)}")
+        real_rename(src, dst)
+
+    draft = store.new_message()
+    draft.write(b"x\r\n")
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    queue_id = draft.commit(envelope())
+    n = str(dirs.mess(queue_id).parent.name)
+    tmp_m = [c for c in calls if c.startswith("fsync tmp/")][0].split()[1]
+    assert calls == [
+        f"fsync {tmp_m}",
+        f"rename {tmp_m} -> mess/{n}/{queue_id}",
+        f"fsync tmp/{queue_id}.e",
+        f"fsync mess/{n}",
+        f"rename tmp/{queue_id}.e -> todo/{n}/{queue_id}",
+        f"fsync todo/{n}",
+    ]
+
+
+def test_failure_in_each_step_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make each fsync/rename of the commit fail in turn: nothing is left, old mail stays."""
+    dirs = queuedirs.create(tmp_path / "q")
+    store = FilesystemStore(dirs)
+    old = store.new_message()
+    old.write(b"old\r\n")
+    old_id = old.commit(envelope())
+    for step in range(6):
+        count = {"n": 0}
+        real_fsync, real_rename = os.fsync, os.rename
+
+        def failing(real):  # type: ignore[no-untyped-def]
+            def call(*args):  # type: ignore[no-untyped-def]
+                count["n"] += 1
+                if count["n"] == step + 1:
+                    raise OSError(28, "No space left on device")
+                return real(*args)
+            return call
+
+        draft = store.new_message()
+        draft.write(b"new\r\n")
+        monkeypatch.setattr(os, "fsync", failing(real_fsync))
+        monkeypatch.setattr(os, "rename", failing(real_rename))
+        with pytest.raises(OSError):
+            draft.commit(envelope())
+        monkeypatch.undo()
+        assert store.committed() == [old_id], step
+        assert store.messages() == [old_id], step
+        assert store.tmp_entries() == [], step
+    assert store.read_message(old_id) == b"old\r\n"
