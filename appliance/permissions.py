@@ -1,0 +1,384 @@
+"""THE permission table: owner, group and mode of every path of a Postern state directory.
+
+One job: hold, as data, who owns what (``TABLE``), and compare it with a real tree. The same
+table serves the single-folder state directory (``StateDir.single``) and the installed FHS
+layout (``StateDir.fhs``): rows name a *part* of the state directory (``control``, ``queue``,
+...) and a pattern below it. ``postern install`` and, as root, ``postern init`` create and fix
+paths from it (``apply``); ``postern check`` reports every difference (``audit``);
+``docs/internals.md`` "Permissions" is rendered from it (``render_markdown``) and a test keeps
+the two identical.
+
+Called by appliance code running as root (or as the one user of a development install).
+Walks trees that daemons and admins write: it never follows symlinks (a symlink where the
+table expects a file or directory is itself a problem to report) and never opens files.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from appliance import users as u
+from appliance.users import IdMap
+from mta.common import ipc
+from mta.common.paths import StateDir
+
+
+class Kind(enum.Enum):
+    DIR = "directory"
+    FILE = "file"
+    SOCKET = "socket"
+    FIFO = "fifo"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row: ``part`` of the state directory, ``pattern`` below it ('' = the part itself;
+    ``*`` one path segment, ``**`` any number), the kind of inode, who owns it and why."""
+
+    part: str
+    pattern: str
+    kind: Kind
+    owner: str
+    group: str
+    mode: int
+    why: str
+
+    def matches(self, part: str, relative: tuple[str, ...], kind: Kind) -> bool:
+        if part != self.part or kind is not self.kind:
+            return False
+        return _match(tuple(p for p in self.pattern.split("/") if p), relative)
+
+
+def _match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not parts
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_match(rest, parts[i:]) for i in range(len(parts) + 1))
+    if not parts:
+        return False
+    return (head == "*" or head == parts[0]) and _match(rest, parts[1:])
+
+
+D, F, S, P = Kind.DIR, Kind.FILE, Kind.SOCKET, Kind.FIFO
+ALL, LOG = u.GROUP_ALL, u.GROUP_LOG
+
+# First matching row wins, so specific rows come before the catch-alls of their part.
+# "parent" is /etc/postern in the FHS layout (the single folder has no such part).
+TABLE: Final[tuple[Rule, ...]] = (
+    Rule("parent", "", D, "root", "root", 0o755, "holds control/ and tls/ (FHS only)"),
+    Rule("root", "", D, "root", u.WEB, 0o1771,
+         "traversable by every local user (sendmail reaches run/queue.sock); web creates "
+         "SQLite journals here, the sticky bit stops it renaming anything else"),
+    Rule("database", "", F, u.WEB, u.WEB, 0o660, "embedded database: web writes, worker reads"),
+    Rule("database-journal", "", F, u.WEB, u.WEB, 0o660, "SQLite -wal/-shm/-journal beside it"),
+
+    Rule("control", "", D, u.ADMIN, ALL, 0o750, "only worker writes; daemons read"),
+    Rule("control", "passwd", F, u.ADMIN, u.SMTPD, 0o640, "password hashes: smtpd (AUTH) only"),
+    Rule("control", "relayauth", F, u.ADMIN, u.REMOTE, 0o640, "smarthost secrets: remote only"),
+    Rule("control", "*", F, u.ADMIN, ALL, 0o640, "configuration: worker writes, daemons read"),
+
+    Rule("tls", "", D, u.ADMIN, u.SMTPD, 0o750, "worker installs keys; smtpd reads them"),
+    Rule("tls", "*", F, u.ADMIN, u.SMTPD, 0o640, "key and certificate"),
+
+    Rule("queue", "", D, u.QUEUE, u.QUEUE, 0o750,
+         "queue writes; send, local, remote read (group postern-queue); smtpd, web: nothing"),
+    Rule("queue", "split", F, u.QUEUE, u.QUEUE, 0o644, "split count, fixed at init"),
+    Rule("queue", "lock", F, u.QUEUE, u.QUEUE, 0o600, "flock()ed by the one queue writer"),
+    Rule("queue", "tmp", D, u.QUEUE, u.QUEUE, 0o700, "messages being received"),
+    Rule("queue", "tmp/*", F, u.QUEUE, u.QUEUE, 0o600, "a message being received"),
+    Rule("queue", "mess", D, u.QUEUE, u.QUEUE, 0o750, "message bodies"),
+    Rule("queue", "mess/*", D, u.QUEUE, u.QUEUE, 0o750, "split directory"),
+    Rule("queue", "mess/*/*", F, u.QUEUE, u.QUEUE, 0o640, "a message: local, remote read it"),
+    Rule("queue", "todo", D, u.QUEUE, u.QUEUE, 0o750, "committed envelopes"),
+    Rule("queue", "todo/*", D, u.QUEUE, u.QUEUE, 0o750, "split directory"),
+    Rule("queue", "todo/*/*", F, u.QUEUE, u.QUEUE, 0o640, "an envelope: send reads it"),
+    Rule("queue", "info", D, u.SEND, u.SEND, 0o700, "delivery state: send only"),
+    Rule("queue", "info/*", D, u.SEND, u.SEND, 0o700, "split directory"),
+    Rule("queue", "info/*/*", F, u.SEND, u.SEND, 0o600, "one message's delivery state"),
+    Rule("queue", "*", D, u.SEND, u.SEND, 0o700, "further scheduler state (send only)"),
+    Rule("queue", "*/**", D, u.SEND, u.SEND, 0o700, "further scheduler state (send only)"),
+    Rule("queue", "*/**", F, u.SEND, u.SEND, 0o600, "further scheduler state (send only)"),
+
+    Rule("mail", "", D, u.VMAIL, u.VMAIL, 0o700, "Maildirs: local writes, nobody else reads"),
+    Rule("mail", "**", D, u.VMAIL, u.VMAIL, 0o700, "a domain, a mailbox, tmp/new/cur"),
+    Rule("mail", "**", F, u.VMAIL, u.VMAIL, 0o600, "a message"),
+
+    Rule("run", "", D, "root", ALL, 0o3771,
+         "daemons bind their sockets here (group postern, setgid so sockets get group "
+         "postern, sticky so none replaces another's); others may only traverse"),
+    Rule("run", ipc.QUEUE_SOCKET, S, u.QUEUE, ALL, 0o666, "any local user injects (sendmail)"),
+    Rule("run", ipc.STATUS_SOCKET, S, u.SEND, ALL, 0o660, "web and `postern queue` read"),
+    Rule("run", ipc.LOCAL_SOCKET, S, u.VMAIL, ALL, 0o660, "send hands local deliveries"),
+    Rule("run", ipc.REMOTE_SOCKET, S, u.REMOTE, ALL, 0o660, "send hands remote deliveries"),
+    Rule("run", ipc.CLEAN_SOCKET, S, u.QUEUE, ALL, 0o660, "send asks for removal"),
+    Rule("run", ipc.TRIGGER_FIFO, P, u.SEND, ALL, 0o620, "queue pokes send after a commit"),
+
+    Rule("log", "", D, "root", LOG, 0o2770, "queue and send append and rotate; worker reads"),
+    Rule("log", "*", F, u.SEND, LOG, 0o660, "delivery log and its rotations"),
+)
+
+# Parts that exist in both layouts, in the order they are created.
+PARTS: Final = ("root", "parent", "control", "tls", "queue", "mail", "run", "log")
+# Parts an uninstall keeps unless --purge.
+PRECIOUS: Final = frozenset({"queue", "mail", "control", "tls", "database", "log"})
+SQLITE_SUFFIXES: Final = ("-wal", "-shm", "-journal")
+
+
+def part_paths(state: StateDir) -> dict[str, Path]:
+    """Where each part of the table lives in ``state`` (FHS: 'parent' is /etc/postern)."""
+    out = {"root": state.root, "control": state.control, "tls": state.tls,
+           "queue": state.queue, "mail": state.mail, "run": state.run, "log": state.log}
+    parent = state.control.parent
+    if parent != state.root and parent == state.tls.parent:
+        out["parent"] = parent
+    return out
+
+
+def rule_for(part: str, relative: tuple[str, ...], kind: Kind) -> Rule | None:
+    for rule in TABLE:
+        if rule.matches(part, relative, kind):
+            return rule
+    return None
+
+
+def directory_rule(part: str) -> Rule:
+    found = rule_for(part, (), Kind.DIR)
+    assert found is not None, part
+    return found
+
+
+def kind_of(mode: int) -> Kind | None:
+    if stat.S_ISDIR(mode):
+        return Kind.DIR
+    if stat.S_ISREG(mode):
+        return Kind.FILE
+    if stat.S_ISSOCK(mode):
+        return Kind.SOCKET
+    if stat.S_ISFIFO(mode):
+        return Kind.FIFO
+    return None  # symlinks, devices: never expected anywhere in the state directory
+
+
+# --- walking a tree --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Found:
+    path: Path
+    part: str
+    relative: tuple[str, ...]
+    st: os.stat_result
+    rule: Rule | None  # None: nothing in the table allows this inode here
+
+
+def walk(state: StateDir) -> Iterator[Found]:
+    """Every inode of the state directory, each with the row that governs it.
+
+    Paths of one part found under another part's directory (the single folder nests every
+    part in ``root``) belong to the inner part. Symlinks are reported, never followed.
+    """
+    parts = part_paths(state)
+    owners = {path: name for name, path in parts.items()}
+    database = state.database
+    for name, top in parts.items():
+        try:
+            st = os.lstat(top)
+        except FileNotFoundError:
+            continue
+        kind = kind_of(st.st_mode)
+        yield Found(top, name, (), st, rule_for(name, (), kind) if kind else None)
+        if kind is not Kind.DIR:
+            continue
+        stack: list[tuple[Path, tuple[str, ...]]] = [(top, ())]
+        while stack:
+            directory, rel = stack.pop()
+            try:
+                entries = sorted(os.scandir(directory), key=lambda e: e.name)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                path = Path(entry.path)
+                if path in owners:
+                    continue  # another part, walked on its own
+                est = entry.stat(follow_symlinks=False)
+                ekind = kind_of(est.st_mode)
+                erel = (*rel, entry.name)
+                epart = name
+                if name in ("root", "parent") and len(erel) == 1 and ekind is Kind.FILE:
+                    if path == database:
+                        epart, erel = "database", ()
+                    elif path.parent == database.parent and any(
+                            entry.name == database.name + s for s in SQLITE_SUFFIXES):
+                        epart, erel = "database-journal", ()
+                rule = rule_for(epart, erel, ekind) if ekind else None
+                yield Found(path, epart, erel, est, rule)
+                if ekind is Kind.DIR and rule is not None:
+                    stack.append((path, erel))
+
+
+# --- auditing --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Problem:
+    path: Path
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.text}"
+
+
+def audit(state: StateDir, ids: IdMap | None, *, require_all: bool = True) -> list[Problem]:
+    """Every difference between ``state`` and the table.
+
+    ``ids`` maps the table's names to numbers; ``None`` means a single-user install (an
+    ordinary user runs everything): owners are then not compared, only modes, and every
+    inode must belong to the state directory's owner. ``require_all``: report missing parts.
+    """
+    problems: list[Problem] = []
+    parts = part_paths(state)
+    if require_all:
+        for name, path in parts.items():
+            if not os.path.lexists(path):
+                problems.append(Problem(path, f"missing ({directory_rule(name).why})"))
+    single_owner: int | None = None
+    if ids is None:
+        try:
+            single_owner = os.lstat(state.root).st_uid
+        except FileNotFoundError:
+            return problems
+    for found in walk(state):
+        st, rule = found.st, found.rule
+        kind = kind_of(st.st_mode)
+        if kind is None:
+            problems.append(Problem(found.path, "a symlink or device: not allowed here"))
+            continue
+        if rule is None:
+            problems.append(Problem(found.path, f"unexpected {kind.value} here"))
+            continue
+        mode = stat.S_IMODE(st.st_mode)
+        if ids is not None and mode != rule.mode:
+            problems.append(Problem(found.path, f"mode {mode:04o}, want {rule.mode:04o} "
+                                                f"({rule.why})"))
+        elif ids is None and mode & ~rule.mode & 0o777:
+            # One user runs everything: fewer bits is fine, more lets strangers in.
+            problems.append(Problem(found.path, f"mode {mode:04o} grants more than "
+                                                f"{rule.mode:04o} ({rule.why})"))
+        if ids is None:
+            if st.st_uid != single_owner:
+                problems.append(Problem(found.path, f"owner uid {st.st_uid}, want {single_owner}"
+                                                    " (the state directory's owner)"))
+            continue
+        try:
+            want_uid, want_gid = ids.uid(rule.owner), ids.gid(rule.group)
+        except LookupError as exc:
+            problems.append(Problem(found.path, str(exc)))
+            continue
+        if kind is Kind.SOCKET and st.st_uid == 0:
+            want_uid = 0  # bound by a daemon `postern run` started as root, before it dropped
+        if st.st_uid != want_uid or st.st_gid != want_gid:
+            problems.append(Problem(
+                found.path, f"owner {ids.user_name(st.st_uid)}:{ids.group_name(st.st_gid)}, "
+                            f"want {rule.owner}:{rule.group} ({rule.why})"))
+    return problems
+
+
+# --- applying ------------------------------------------------------------------------------
+
+def apply(state: StateDir, ids: IdMap, *, create: bool = True) -> list[str]:
+    """Create the table's directories (``create``) and give every existing inode its row's
+    owner, group and mode. Returns what it changed. Never follows a symlink: one found
+    where the table expects something is left alone (``audit`` reports it).
+    """
+    changed: list[str] = []
+    parts = part_paths(state)
+    if create:
+        for name in PARTS:
+            path = parts.get(name)
+            if path is None:
+                continue
+            if not os.path.lexists(path):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                os.mkdir(path, 0o700)
+                changed.append(f"created {path}")
+    for found in walk(state):
+        rule = found.rule
+        if rule is None:
+            continue
+        uid, gid = ids.uid(rule.owner), ids.gid(rule.group)
+        st = found.st
+        if rule.kind is Kind.SOCKET and st.st_uid == 0:
+            uid = 0
+        if (st.st_uid, st.st_gid) != (uid, gid):
+            os.chown(found.path, uid, gid, follow_symlinks=False)
+            changed.append(f"chown {rule.owner}:{rule.group} {found.path}")
+        # chown clears setuid/setgid bits, so set the mode after it, always.
+        if stat.S_IMODE(os.lstat(found.path).st_mode) != rule.mode:
+            os.chmod(found.path, rule.mode)
+            changed.append(f"chmod {rule.mode:04o} {found.path}")
+    return changed
+
+
+def tmpfiles_lines(state: StateDir) -> list[str]:
+    """``tmpfiles.d(5)`` lines that (re)create each directory of the table at boot.
+
+    /run is a tmpfs, so run/ must be made at every boot; the others are asserted so that an
+    image whose users were created on first boot gets the right owners then.
+    """
+    lines = []
+    for name, path in part_paths(state).items():
+        rule = directory_rule(name)
+        lines.append(f"d {path} {rule.mode:04o} {rule.owner} {rule.group} -")
+    return lines
+
+
+# --- documentation -------------------------------------------------------------------------
+
+DOC_BEGIN: Final = "<!-- permissions table: generated by appliance/permissions.py; do not edit -->"
+DOC_END: Final = "<!-- end of permissions table -->"
+
+def _locations(part: str, pattern: str) -> tuple[str, str]:
+    """(single-folder path, FHS path) of a row, for the documentation."""
+    single, fhs = StateDir.single("/var"), StateDir.fhs("/")
+    if part == "parent":
+        return "-", "/etc/postern"
+    if part in ("database", "database-journal"):
+        suffix = "" if part == "database" else "{-wal,-shm,-journal}"
+        return f"var/db.sqlite3{suffix}", f"{fhs.database}{suffix}"
+    a, b = part_paths(single)[part], part_paths(fhs)[part]
+    rel_a = "var" + str(a)[len("/var"):]
+    tail = f"/{pattern}" if pattern else "/"
+    return rel_a + tail, str(b) + tail
+
+
+def render_markdown() -> str:
+    """The table as it appears in docs/internals.md, between DOC_BEGIN and DOC_END."""
+    rows = [DOC_BEGIN, "", "| path (single folder) | installed (FHS) | kind | owner | group | mode "
+            "| why |", "|---|---|---|---|---|---|---|"]
+    for rule in TABLE:
+        single, fhs = _locations(rule.part, rule.pattern)
+        rows.append(f"| `{single}` | `{fhs}` | {rule.kind.value} | {rule.owner} | {rule.group}"
+                    f" | {rule.mode:04o} | {rule.why} |")
+    rows += ["", "Users and their groups (`appliance/users.py`); each user's primary group has "
+             "its own name:", "",
+             "| user | daemons | supplementary groups |", "|---|---|---|"]
+    by_user: dict[str, list[str]] = {}
+    for daemon, name in ipc.DAEMON_USERS.items():
+        by_user.setdefault(name, []).append(daemon.value)
+    for a in u.ACCOUNTS:
+        rows.append(f"| {a.name} | {', '.join(by_user[a.name])} | {', '.join(a.groups)} |")
+    rows += ["", DOC_END]
+    return "\n".join(rows)
+
+
+def docs_section(text: str) -> str | None:
+    """The generated table inside a docs/internals.md text, or None if absent."""
+    start, end = text.find(DOC_BEGIN), text.find(DOC_END)
+    if start < 0 or end < start:
+        return None
+    return text[start:end + len(DOC_END)]
