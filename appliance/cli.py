@@ -40,9 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in discover():
         module.register(subparsers)
-    # A subcommand's own --state (SUPPRESS default) wins only when given after it.
+    # A subcommand's own --state (SUPPRESS default) wins only when given after it. A command
+    # that takes no options of ours (prefix_chars without "-", like sendmail) parses its own.
     for sub in subparsers.choices.values():
-        if not any("--state" in action.option_strings for action in sub._actions):
+        if "-" in sub.prefix_chars and not any(
+                "--state" in action.option_strings for action in sub._actions):
             add_state_argument(sub, default=argparse.SUPPRESS)
     return parser
 

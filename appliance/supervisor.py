@@ -16,8 +16,8 @@ DESCRIPTION
     naming the listeners that are served. A daemon that exits is restarted after an
     exponential backoff (``BACKOFF_FIRST`` doubling to ``BACKOFF_MAX``; the count resets once a
     daemon stayed up ``STABLE_AFTER`` seconds), and the exit and the delay are logged. On
-    SIGTERM, SIGINT (Ctrl-C) or SIGHUP every daemon's process group gets SIGTERM; whatever is
-    left after ``STOP_GRACE`` seconds gets SIGKILL, so the whole appliance is gone within
+    SIGTERM, SIGINT (Ctrl-C) or SIGHUP every daemon gets SIGTERM; whatever is left of it or its
+    process group after ``STOP_GRACE`` seconds gets SIGKILL, so the whole appliance is gone within
     ``STOP_LIMIT`` seconds.
 
 SECURITY
@@ -254,7 +254,12 @@ class Supervisor:
         running = [d for d in self.daemons if d.process is not None]
         for d in running:
             assert d.process is not None
-            _signal_group(d.process.pid, signal.SIGTERM)
+            # The daemon itself stops its children (gunicorn and celery workers) in order;
+            # the group is swept with SIGKILL once it is gone or out of time.
+            try:
+                d.process.send_signal(signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + self.stop_grace
         for d in running:
             assert d.process is not None
