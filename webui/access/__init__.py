@@ -1,0 +1,1 @@
+"""TCP access rules (tcp.smtp), ordered, with the which-rule-matches tester."""

@@ -1,0 +1,1 @@
+"""Admin accounts and roles (superadmin, domain admin), API tokens, login throttling, TOTP."""

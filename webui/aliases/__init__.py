@@ -1,0 +1,1 @@
+"""Aliases, forwards and catch-alls: a source and its targets; loops refused."""

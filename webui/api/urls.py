@@ -1,0 +1,3 @@
+"""/api/v1/ (filled in below)."""
+
+urlpatterns: list[object] = []

@@ -1,0 +1,1 @@
+"""Settings that map to one-value control files (me, databytes, ...), qmail defaults shown."""

@@ -1,0 +1,53 @@
+"""The daemons' own parsers, imported where they exist (SMTPD, SEND and REMOTE land them in
+mta/ during the same sprint). The web app validates with these, never with second copies:
+until a module exists its entry is ``None`` and the publisher skips that check (the file is
+still checked by ``mta.common.control.parse_lines`` and the renderer's own refusals).
+
+Called by the publisher, the forms and the access-rule tester. Inputs are rendered files.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def optional(module: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+def passwd() -> ModuleType | None:
+    return optional("mta.common.passwd")
+
+
+def tcprules() -> ModuleType | None:
+    return optional("mta.common.tcprules")
+
+
+def rcpthosts() -> ModuleType | None:
+    return optional("mta.common.rcpthosts")
+
+
+def addressbook() -> ModuleType | None:
+    return optional("mta.common.addressbook")
+
+
+def routes() -> ModuleType | None:
+    return optional("mta.remote.routes")
+
+
+def hash_password(plain: str) -> str:
+    """``{SCHEME}hash`` by mta.common.passwd (the scheme smtpd's AUTH and Dovecot verify).
+
+    Until SMTPD's module lands, argon2-cffi's argon2id is used in the same ``{ARGON2ID}``
+    form the contract names.
+    """
+    mod = passwd()
+    if mod is not None:
+        return str(mod.hash_password(plain))
+    from argon2 import PasswordHasher
+
+    return "{ARGON2ID}" + PasswordHasher().hash(plain)

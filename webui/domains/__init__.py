@@ -1,0 +1,1 @@
+"""Hosted domains (IDN stored as A-labels) and domain aliases."""

@@ -1,0 +1,1 @@
+"""Mailboxes: address, hashed password, quota, enabled."""

@@ -1,0 +1,1 @@
+"""Publishing: rows -> control files, written atomically by a Celery task."""

@@ -1,0 +1,3 @@
+"""URLs (filled in below as the app grows)."""
+
+urlpatterns: list[object] = []

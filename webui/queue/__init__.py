@@ -1,0 +1,1 @@
+"""The queue, read-only, through send's status.sock; samples; the delivery log."""

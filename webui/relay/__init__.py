@@ -1,0 +1,1 @@
+"""Relay rules: networks allowed to relay, relay (backup MX) domains, the smarthost."""

@@ -1,0 +1,32 @@
+"""The embedded default (``make run``): SQLite at ``StateDir.database`` and kombu's
+filesystem broker under the state directory; no service to install.
+
+Read by the web process, the Celery worker/beat and the ``postern`` CLI when
+``DJANGO_SETTINGS_MODULE`` is unset. The state directory comes from ``POSTERN_STATE``.
+"""
+
+from __future__ import annotations
+
+from .base import *  # noqa: F403
+from .base import STATE, secret_key_from_state
+
+SECRET_KEY = secret_key_from_state(STATE)
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": str(STATE.database),
+        # One writer at a time; wait instead of failing while a publish or the CLI writes.
+        "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+    }
+}
+
+BROKER_DIR = STATE.root / "broker"
+CELERY_BROKER_URL = "filesystem://"
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "data_folder_in": str(BROKER_DIR / "messages"),
+    "data_folder_out": str(BROKER_DIR / "messages"),
+    "control_folder": str(BROKER_DIR / "control"),
+    "store_processed": False,
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(STATE.run / "celerybeat-schedule")
