@@ -11,7 +11,7 @@ adds what is missing and migrates the database.
 Default control files follow qmail's ``config-fast``: ``me`` is this host's name, ``locals`` and
 ``rcpthosts`` hold ``me`` (so a fresh install accepts mail for itself and relays for nobody:
 fail closed), ``defaultdomain`` is ``me`` without its first label. ``tcp.smtp`` lets the local
-host relay (``127.``, as every qmail guide sets it up) and everyone else connect.
+host relay (``127.`` and ``::1``, as qmail guides set it up) and everyone else connect.
 docs/control.md lists them.
 
 Reads the environment (``POSTERN_ADMIN_PASSWORD``); writes only under the state directory.
@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
+from mta.common.control import ControlError, parse_single
 from mta.common.paths import StateDir
 from mta.util.atomic import write_atomic
 
@@ -82,13 +83,28 @@ def initialise(state: StateDir, *, me: str | None = None, split: int | None = No
                web: bool = True, state_arg: str | None = None) -> None:
     """Every step, in order; each one leaves existing results alone."""
     make_directories(state)
-    name = me or host_name()
+    existing = existing_me(state)
+    if existing and me and me.lower() != existing:
+        log.warning("control/me already says %s; keeping it (edit the file to change it)",
+                    existing)
+    name = existing or me or host_name()
     check_host_name(name)
     write_default_controls(state, name)
     make_queue(state, split)
     make_tls(state, name)
     if web:
         make_database(state, state_arg or str(state.root))
+
+
+def existing_me(state: StateDir) -> str | None:
+    """``control/me`` as the admin left it, so defaults added later agree with it."""
+    try:
+        value = parse_single(state.control_file("me").read_bytes(), name="me")
+    except FileNotFoundError:
+        return None
+    except (OSError, ControlError) as exc:
+        raise InitError(f"control/me: {exc}") from None
+    return value.lower() if value else None
 
 
 def host_name() -> str:
@@ -134,6 +150,7 @@ def default_controls(me: str) -> dict[str, str]:
         "tcp.smtp": ('# Written by postern init. Local programs may relay; everyone else may\n'
                      '# connect and deliver to the domains in rcpthosts.\n'
                      '127.:allow,RELAYCLIENT=""\n'
+                     '::1:allow,RELAYCLIENT=""\n'
                      ':allow\n'),
     }
 
@@ -153,8 +170,13 @@ def make_queue(state: StateDir, split: int | None) -> None:
     except ImportError:
         log.warning("mta.common.queuedirs is not there yet: queue/ left empty")
         return
-    kwargs = {} if split is None else {"split": split}
-    queuedirs.create(state.queue, **kwargs)
+    try:
+        if split is None:
+            queuedirs.create(state.queue)
+        else:
+            queuedirs.create(state.queue, split)
+    except ValueError as exc:
+        raise InitError(f"queue: {exc}") from None
 
 
 def make_tls(state: StateDir, me: str) -> None:

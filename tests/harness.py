@@ -1,0 +1,180 @@
+"""The whole appliance for end-to-end tests: ``postern init`` + ``postern run`` on a tmp state dir.
+
+Usage (a context manager, or the ``appliance`` fixture imported into a test module)::
+
+    from tests.harness import running_appliance
+
+    def test_something(tmp_path):
+        with running_appliance(tmp_path) as app:
+            host, port = app.listeners["smtp"]
+            ...  # app.state is the StateDir, app.admin_password the web admin's password
+
+    from tests.harness import appliance  # noqa: F401  (fixture)
+
+    def test_other(appliance):
+        smtplib.SMTP(*appliance.listeners["smtp"])
+
+Every listener gets a free port on 127.0.0.1 (tests/support.py ``free_port``), so tests run
+in parallel. The harness waits for the supervisor's ``postern: ready`` line, parses the
+listeners from it, and on exit sends SIGTERM and waits for the supervisor to finish (it stops
+its daemons within 10 s); the supervisor's stderr (every daemon's log) is kept in
+``app.log_path`` and shown when a test fails to start it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from mta.common.paths import StateDir
+from tests.support import free_port
+
+READY_TIMEOUT = 90.0  # seconds; generous for a loaded 2-core CI machine running -n auto
+STOP_TIMEOUT = 15.0   # the supervisor's own limit is 10 s
+ADMIN_PASSWORD = "harness-admin-password"
+POSTERN = [sys.executable, "-m", "appliance.cli"]
+_READY = re.compile(r"postern: ready(?: .*)?$")
+_STARTED = re.compile(r"^postern: started (\S+) \(pid (\d+)\)$", re.M)
+
+
+@dataclass
+class Appliance:
+    """A running appliance: its state dir, listeners (name -> (host, port)), process, log."""
+
+    state: StateDir
+    listeners: dict[str, tuple[str, int]]
+    process: subprocess.Popen[str]
+    log_path: Path
+    admin_password: str
+    ready_line: str
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def daemon_pid(self, name: str) -> int | None:
+        """The pid of the latest start of daemon ``name``, from the supervisor's log."""
+        pids = [int(pid) for n, pid in _STARTED.findall(self.log()) if n == name]
+        return pids[-1] if pids else None
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM the supervisor and wait for it; returns its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+            raise AssertionError(f"postern run did not stop within {timeout}s")
+
+
+def parse_ready(line: str) -> dict[str, tuple[str, int]]:
+    """``postern: ready smtp=127.0.0.1:2525 web=[::1]:8000`` -> {"smtp": ("127.0.0.1", 2525), ...}."""
+    listeners: dict[str, tuple[str, int]] = {}
+    for word in line.split()[2:]:
+        name, _, address = word.partition("=")
+        host, _, port = address.rpartition(":")
+        listeners[name] = (host.strip("[]"), int(port))
+    return listeners
+
+
+def init(state_root: Path, *args: str, env: Mapping[str, str] | None = None,
+         password: str = ADMIN_PASSWORD) -> subprocess.CompletedProcess[str]:
+    """Run ``postern init --state state_root`` and fail the test if it fails."""
+    full_env = {**os.environ, "POSTERN_ADMIN_PASSWORD": password, **(env or {})}
+    done = subprocess.run([*POSTERN, "init", "--state", str(state_root), *args],
+                          capture_output=True, text=True, env=full_env, timeout=120)
+    if done.returncode != 0:
+        pytest.fail(f"postern init failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+def _read_ready(stdout: IO[str], process: subprocess.Popen[str], log_path: Path,
+                timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    buffered = ""
+    fd = stdout.fileno()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        readable, _, _ = select.select([fd], [], [], min(remaining, 0.5))
+        if readable:
+            chunk = os.read(fd, 4096).decode(errors="replace")
+            if not chunk:
+                raise EOFError
+            buffered += chunk
+            for line in buffered.splitlines():
+                if _READY.match(line.strip()):
+                    return line.strip()
+        elif process.poll() is not None:
+            raise EOFError
+
+
+@contextmanager
+def running_appliance(tmp_path: Path, *, smtp: bool = True, submission: bool = True,
+                      web: bool = True, init_args: tuple[str, ...] = (),
+                      env: Mapping[str, str] | None = None,
+                      ready_timeout: float = READY_TIMEOUT) -> Iterator[Appliance]:
+    """Initialise ``tmp_path/var`` and run the appliance on free ports until the block ends.
+
+    ``smtp``/``submission``/``web`` False turn that listener off. ``env`` adds environment
+    variables for init and run (e.g. ``DJANGO_SETTINGS_MODULE``).
+    """
+    root = tmp_path / "var"
+    if not (root / "control" / "me").exists():
+        init(root, *init_args, *(() if web else ("--no-web",)), env=env)
+    listeners = {name: (f"127.0.0.1:{free_port()}" if wanted else "off")
+                 for name, wanted in (("smtp", smtp), ("submission", submission), ("web", web))}
+    log_path = tmp_path / "postern-run.log"
+    args = [*POSTERN, "run", "--state", str(root)]
+    for name, value in listeners.items():
+        args += [f"--{name}", value]
+    full_env = {**os.environ, "POSTERN_WEB_WORKERS": "1", "POSTERN_CELERY_CONCURRENCY": "1",
+                **(env or {})}
+    with open(log_path, "w") as log_file:
+        process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log_file, text=True,
+                                   env=full_env, start_new_session=True)
+    assert process.stdout is not None
+    app: Appliance | None = None
+    try:
+        try:
+            line = _read_ready(process.stdout, process, log_path, ready_timeout)
+        except (TimeoutError, EOFError) as exc:
+            why = "timed out" if isinstance(exc, TimeoutError) else "exited"
+            pytest.fail(f"postern run {why} before 'postern: ready'; its log:\n"
+                        + log_path.read_text(errors="replace")[-20000:])
+        app = Appliance(state=StateDir.single(root), listeners=parse_ready(line),
+                        process=process, log_path=log_path, admin_password=ADMIN_PASSWORD,
+                        ready_line=line)
+        yield app
+    finally:
+        if app is not None:
+            app.stop()
+        elif process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        process.stdout.close()
+
+
+@pytest.fixture
+def appliance(tmp_path: Path) -> Iterator[Appliance]:
+    """A running appliance with every listener on (see ``running_appliance``)."""
+    with running_appliance(tmp_path) as app:
+        yield app
