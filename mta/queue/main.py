@@ -112,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = daemon.base_parser("queue", "The only way into the mail queue (run/queue.sock).")
     args = parser.parse_args(argv)
     state = daemon.setup("queue", args)
-    os.umask(0o027)
     try:
-        state.run.mkdir(parents=True, exist_ok=True)
+        # run/ must be searchable by every local user (sendmail connects to queue.sock).
+        state.run.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.umask(0o027)
         sock = bind(state.queue_socket)
     except (OSError, RuntimeError) as exc:
         log.critical("cannot bind %s: %s", state.queue_socket, exc)
