@@ -67,7 +67,7 @@ def render_unit(name: str, *, python: str, docs: str = "/usr/share/doc/postern")
     values = {"@PYTHON@": python, "@STATE@": "fhs", "@CONTROL@": str(fhs.control),
               "@TLS@": str(fhs.tls), "@QUEUE@": str(fhs.queue), "@MAIL@": str(fhs.mail),
               "@RUN@": str(fhs.run), "@LOG@": str(fhs.log), "@LIB@": str(fhs.root),
-              "@DOCS@": docs}
+              "@DOCS@": docs, "@ETC@": str(fhs.control.parent)}
     for key, value in values.items():
         text = text.replace(key, value)
     leftover = re.search(r"@[A-Z]+@", text)
@@ -293,7 +293,8 @@ def uninstall(root: Path | None = None, *, purge: bool = False) -> Report:
     for link in SENDMAIL_LINKS:
         path = _under(top, link)
         saved = path.with_name(path.name + SAVED_SUFFIX)
-        if path.is_symlink() and _is_ours(os.readlink(path), top):
+        if path.is_symlink() and (_is_ours(os.readlink(path), top)
+                                  or not _exists_in(os.readlink(path), path, top)):
             path.unlink()
             report.did(f"removed {path}")
         if os.path.lexists(saved) and not os.path.lexists(path):

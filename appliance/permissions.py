@@ -16,6 +16,7 @@ table expects a file or directory is itself a problem to report) and never opens
 from __future__ import annotations
 
 import enum
+import fnmatch
 import os
 import stat
 from collections.abc import Iterator
@@ -48,6 +49,15 @@ class Rule:
     group: str
     mode: int
     why: str
+    exact: bool = True  # False: written by third-party code; the mode may be narrower
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """``owner`` may list alternatives ``a|b`` (files either daemon may create)."""
+        return tuple(self.owner.split("|"))
+
+    def allows_mode(self, mode: int) -> bool:
+        return mode == self.mode if self.exact else not mode & ~self.mode
 
     def matches(self, part: str, relative: tuple[str, ...], kind: Kind) -> bool:
         if part != self.part or kind is not self.kind:
@@ -63,7 +73,7 @@ def _match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
         return any(_match(rest, parts[i:]) for i in range(len(parts) + 1))
     if not parts:
         return False
-    return (head == "*" or head == parts[0]) and _match(rest, parts[1:])
+    return fnmatch.fnmatchcase(parts[0], head) and _match(rest, parts[1:])
 
 
 D, F, S, P = Kind.DIR, Kind.FILE, Kind.SOCKET, Kind.FIFO
@@ -77,7 +87,12 @@ TABLE: Final[tuple[Rule, ...]] = (
          "traversable by every local user (sendmail reaches run/queue.sock); web creates "
          "SQLite journals here, the sticky bit stops it renaming anything else"),
     Rule("database", "", F, u.WEB, u.WEB, 0o660, "embedded database: web writes, worker reads"),
-    Rule("database-journal", "", F, u.WEB, u.WEB, 0o660, "SQLite -wal/-shm/-journal beside it"),
+    Rule("database-journal", "", F, u.WEB, u.WEB, 0o660, "SQLite -wal/-shm/-journal beside it",
+         exact=False),
+    Rule("root", "secret_key", F, u.WEB, u.WEB, 0o640, "Django's key: web and worker read it"),
+    Rule("root", "broker", D, u.WEB, u.WEB, 0o2770, "embedded Celery broker: web and worker"),
+    Rule("root", "broker/**", D, u.WEB, u.WEB, 0o2770, "embedded Celery broker"),
+    Rule("root", "broker/**", F, u.WEB, u.WEB, 0o660, "a broker message", exact=False),
 
     Rule("control", "", D, u.ADMIN, ALL, 0o750, "only worker writes; daemons read"),
     Rule("control", "passwd", F, u.ADMIN, u.SMTPD, 0o640, "password hashes: smtpd (AUTH) only"),
@@ -119,9 +134,11 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("run", ipc.REMOTE_SOCKET, S, u.REMOTE, ALL, 0o660, "send hands remote deliveries"),
     Rule("run", ipc.CLEAN_SOCKET, S, u.QUEUE, ALL, 0o660, "send asks for removal"),
     Rule("run", ipc.TRIGGER_FIFO, P, u.SEND, ALL, 0o620, "queue pokes send after a commit"),
+    Rule("run", "celerybeat-schedule*", F, u.ADMIN, ALL, 0o640, "Celery beat's schedule",
+         exact=False),
 
     Rule("log", "", D, "root", LOG, 0o2770, "queue and send append and rotate; worker reads"),
-    Rule("log", "*", F, u.SEND, LOG, 0o660, "delivery log and its rotations"),
+    Rule("log", "*", F, f"{u.SEND}|{u.QUEUE}", LOG, 0o660, "delivery log and its rotations", exact=False),
 )
 
 # Parts that exist in both layouts, in the order they are created.
@@ -138,7 +155,7 @@ def part_paths(state: StateDir) -> dict[str, Path]:
     parent = state.control.parent
     if parent != state.root and parent == state.tls.parent:
         out["parent"] = parent
-    return out
+    return {name: out[name] for name in PARTS if name in out}  # parents before children
 
 
 def rule_for(part: str, relative: tuple[str, ...], kind: Kind) -> Rule | None:
@@ -262,8 +279,9 @@ def audit(state: StateDir, ids: IdMap | None, *, require_all: bool = True) -> li
             problems.append(Problem(found.path, f"unexpected {kind.value} here"))
             continue
         mode = stat.S_IMODE(st.st_mode)
-        if ids is not None and mode != rule.mode:
-            problems.append(Problem(found.path, f"mode {mode:04o}, want {rule.mode:04o} "
+        if ids is not None and not rule.allows_mode(mode):
+            want = "" if rule.exact else "at most "
+            problems.append(Problem(found.path, f"mode {mode:04o}, want {want}{rule.mode:04o} "
                                                 f"({rule.why})"))
         elif ids is None and mode & ~rule.mode & 0o777:
             # One user runs everything: fewer bits is fine, more lets strangers in.
@@ -275,13 +293,14 @@ def audit(state: StateDir, ids: IdMap | None, *, require_all: bool = True) -> li
                                                     " (the state directory's owner)"))
             continue
         try:
-            want_uid, want_gid = ids.uid(rule.owner), ids.gid(rule.group)
+            want_uids = {ids.uid(name) for name in rule.owners}
+            want_gid = ids.gid(rule.group)
         except LookupError as exc:
             problems.append(Problem(found.path, str(exc)))
             continue
-        if kind is Kind.SOCKET and st.st_uid == 0:
-            want_uid = 0  # bound by a daemon `postern run` started as root, before it dropped
-        if st.st_uid != want_uid or st.st_gid != want_gid:
+        if kind is Kind.SOCKET:
+            want_uids.add(0)  # bound by a daemon `postern run` started as root, before it dropped
+        if st.st_uid not in want_uids or st.st_gid != want_gid:
             problems.append(Problem(
                 found.path, f"owner {ids.user_name(st.st_uid)}:{ids.group_name(st.st_gid)}, "
                             f"want {rule.owner}:{rule.group} ({rule.why})"))
@@ -310,17 +329,21 @@ def apply(state: StateDir, ids: IdMap, *, create: bool = True) -> list[str]:
         rule = found.rule
         if rule is None:
             continue
-        uid, gid = ids.uid(rule.owner), ids.gid(rule.group)
         st = found.st
-        if rule.kind is Kind.SOCKET and st.st_uid == 0:
-            uid = 0
+        allowed = {ids.uid(name) for name in rule.owners}
+        if rule.kind is Kind.SOCKET:
+            allowed.add(0)
+        uid = st.st_uid if st.st_uid in allowed else ids.uid(rule.owners[0])
+        gid = ids.gid(rule.group)
         if (st.st_uid, st.st_gid) != (uid, gid):
             os.chown(found.path, uid, gid, follow_symlinks=False)
-            changed.append(f"chown {rule.owner}:{rule.group} {found.path}")
+            changed.append(f"chown {ids.user_name(uid)}:{rule.group} {found.path}")
         # chown clears setuid/setgid bits, so set the mode after it, always.
-        if stat.S_IMODE(os.lstat(found.path).st_mode) != rule.mode:
-            os.chmod(found.path, rule.mode)
-            changed.append(f"chmod {rule.mode:04o} {found.path}")
+        mode = stat.S_IMODE(os.lstat(found.path).st_mode)
+        if not rule.allows_mode(mode):
+            new = rule.mode if rule.exact else mode & rule.mode
+            os.chmod(found.path, new)
+            changed.append(f"chmod {new:04o} {found.path}")
     return changed
 
 
@@ -362,7 +385,8 @@ def render_markdown() -> str:
             "| why |", "|---|---|---|---|---|---|---|"]
     for rule in TABLE:
         single, fhs = _locations(rule.part, rule.pattern)
-        rows.append(f"| `{single}` | `{fhs}` | {rule.kind.value} | {rule.owner} | {rule.group}"
+        owner = " or ".join(rule.owners)
+        rows.append(f"| `{single}` | `{fhs}` | {rule.kind.value} | {owner} | {rule.group}"
                     f" | {rule.mode:04o} | {rule.why} |")
     rows += ["", "Users and their groups (`appliance/users.py`); each user's primary group has "
              "its own name:", "",
@@ -382,3 +406,23 @@ def docs_section(text: str) -> str | None:
     if start < 0 or end < start:
         return None
     return text[start:end + len(DOC_END)]
+
+
+def update_docs(path: Path) -> bool:
+    """Replace the generated table in ``path`` (docs/internals.md); True if it changed."""
+    text = path.read_text(encoding="utf-8")
+    current = docs_section(text)
+    if current is None:
+        raise ValueError(f"{path} has no {DOC_BEGIN!r} marker")
+    new = text.replace(current, render_markdown())
+    if new == text:
+        return False
+    path.write_text(new, encoding="utf-8")
+    return True
+
+
+if __name__ == "__main__":  # python -m appliance.permissions docs/internals.md
+    import sys
+
+    for name in sys.argv[1:]:
+        print(f"{name}: {'updated' if update_docs(Path(name)) else 'up to date'}")

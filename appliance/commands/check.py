@@ -69,11 +69,22 @@ def privileged(state: StateDir) -> bool:
         return os.geteuid() == 0
 
 
-def check(state: StateDir) -> tuple[list[str], list[permissions.Problem]]:
+def check(state: StateDir, ids: IdMap | None | bool = True
+          ) -> tuple[list[str], list[permissions.Problem]]:
+    """The report's lines and the problems found.
+
+    ``ids``: True (default) decides from the state directory (root-owned: the table's users
+    from this machine's account database; else single-user); an ``IdMap`` (an image tree's)
+    or None (single-user) forces the choice.
+    """
     lines: list[str] = []
     problems: list[permissions.Problem] = []
-    is_root_install = privileged(state)
-    ids = IdMap.system() if is_root_install else None
+    if ids is True:
+        ids = IdMap.system() if privileged(state) else None
+    assert ids is None or isinstance(ids, IdMap)
+    if not os.path.isdir(state.root):
+        return [f"state directory {state.root} does not exist (run `postern init`)"], [
+            permissions.Problem(state.root, "missing")]
 
     lines.append("layout:")
     for name, path in permissions.part_paths(state).items():
@@ -124,7 +135,7 @@ def effective_configuration(state: StateDir) -> tuple[list[str], list[permission
             if not entry.name.startswith("."):
                 present[entry.name] = Path(entry.path)
     except FileNotFoundError:
-        return [f"  (no {state.control})"], [permissions.Problem(state.control, "missing")]
+        return [f"  (no {state.control})"], []  # audit() reports the missing directory
     names = sorted(set(present) | set(QMAIL_FILES))
     for name in names:
         path = present.get(name)

@@ -1,0 +1,149 @@
+"""The permission table: its rows, its matcher, audit() and apply(), and the docs copy."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from appliance import install, permissions, users
+from appliance.permissions import Kind, rule_for
+from appliance.users import IdMap
+from mta.common import ipc
+from mta.common.paths import StateDir
+from tests import support
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_part_has_a_directory_row() -> None:
+    for part in permissions.PARTS:
+        assert permissions.directory_rule(part).kind is Kind.DIR
+
+
+def test_every_socket_is_in_the_table_and_owned_by_its_server() -> None:
+    for sock, (server, _clients) in ipc.PEERS.items():
+        rule = rule_for("run", (sock,), Kind.SOCKET)
+        assert rule is not None, sock
+        assert rule.owner == ipc.DAEMON_USERS[server]
+    assert rule_for("run", (ipc.QUEUE_SOCKET,), Kind.SOCKET).mode == 0o666  # type: ignore[union-attr]
+    assert rule_for("run", ("evil.sock",), Kind.SOCKET) is None
+
+
+def test_table_names_only_known_users_and_groups() -> None:
+    known_users = {a.name for a in users.ACCOUNTS} | {"root"}
+    known_groups = set(users.all_groups()) | {"root"}
+    for rule in permissions.TABLE:
+        assert set(rule.owners) <= known_users, rule
+        assert rule.group in known_groups, rule
+
+
+@pytest.mark.parametrize(("part", "rel", "kind", "owner", "mode"), [
+    ("queue", ("mess", "7", "ABC"), Kind.FILE, users.QUEUE, 0o640),
+    ("queue", ("info", "7", "ABC"), Kind.FILE, users.SEND, 0o600),
+    ("queue", ("bounce",), Kind.DIR, users.SEND, 0o700),       # a kind SEND may add
+    ("queue", ("bounce", "3", "X"), Kind.FILE, users.SEND, 0o600),
+    ("mail", ("example.org", "bob", "new", "1.2.host"), Kind.FILE, users.VMAIL, 0o600),
+    ("control", ("passwd",), Kind.FILE, users.ADMIN, 0o640),
+    ("control", ("me",), Kind.FILE, users.ADMIN, 0o640),
+    ("run", ("celerybeat-schedule.db",), Kind.FILE, users.ADMIN, 0o640),
+])
+def test_rows_match_the_paths_they_govern(part: str, rel: tuple[str, ...], kind: Kind,
+                                           owner: str, mode: int) -> None:
+    rule = rule_for(part, rel, kind)
+    assert rule is not None and rule.owners[0] == owner and rule.mode == mode
+
+
+def test_unknown_paths_match_nothing() -> None:
+    assert rule_for("control", ("sub", "dir"), Kind.FILE) is None   # control/ is flat
+    assert rule_for("control", ("x",), Kind.DIR) is None
+    assert rule_for("run", ("stray",), Kind.FILE) is None
+    assert rule_for("tls", ("key.pem",), Kind.FIFO) is None
+
+
+def test_secrets_go_only_to_their_reader() -> None:
+    assert rule_for("control", ("passwd",), Kind.FILE).group == users.SMTPD  # type: ignore[union-attr]
+    assert rule_for("control", ("relayauth",), Kind.FILE).group == users.REMOTE  # type: ignore[union-attr]
+    # and nobody but the worker is in those groups besides the reader's own primary group
+    for a in users.ACCOUNTS:
+        if users.SMTPD in a.groups or users.REMOTE in a.groups:
+            assert a.name == users.ADMIN
+
+
+def test_docs_internals_holds_the_generated_table() -> None:
+    text = (ROOT / "docs" / "internals.md").read_text(encoding="utf-8")
+    assert permissions.docs_section(text) == permissions.render_markdown(), (
+        "docs/internals.md 'Permissions' is stale: paste appliance.permissions.render_markdown()")
+
+
+def test_tmpfiles_lines_create_parents_first() -> None:
+    lines = permissions.tmpfiles_lines(StateDir.fhs("/"))
+    paths = [line.split()[1] for line in lines]
+    assert paths.index("/etc/postern") < paths.index("/etc/postern/control")
+    assert "d /run/postern 3771 root postern -" in lines
+
+
+# --- audit and apply on a real tree (root: chown needs it) --------------------------------
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, StateDir, IdMap]:
+    support.require_root("chown to the table's users")
+    support.require("systemd-sysusers")
+    install.install(tmp_path, python="/usr/bin/python3", sendmail="/opt/postern/bin/sendmail")
+    return tmp_path, StateDir.fhs(tmp_path), IdMap.tree(tmp_path)
+
+
+def test_a_fresh_install_audits_clean(tree: tuple[Path, StateDir, IdMap]) -> None:
+    _root, state, ids = tree
+    assert permissions.audit(state, ids) == []
+
+
+def test_audit_reports_each_kind_of_problem(tree: tuple[Path, StateDir, IdMap]) -> None:
+    _root, state, ids = tree
+    (state.control / "me").write_text("mx.example\n")
+    os.chmod(state.control / "me", 0o644)                     # wrong mode (and owner root)
+    (state.run / "stray").write_text("x")                      # nothing allows it
+    os.symlink("/etc/shadow", state.control / "rcpthosts")    # a symlink in control/
+    os.chmod(state.mail, 0o755)                                # mail readable by all
+    found: dict[str, str] = {}
+    for problem in permissions.audit(state, ids):
+        found[problem.path.name] = found.get(problem.path.name, "") + problem.text + "; "
+    assert "mode 0644, want 0640" in found["me"]
+    assert "owner root:root, want postern-admin:postern" in found["me"]
+    assert "unexpected file" in found["stray"]
+    assert "symlink" in found["rcpthosts"]
+    assert "mode 0755, want 0700" in found["mail"]
+
+
+def test_apply_repairs_owners_and_modes_but_never_follows_symlinks(
+        tree: tuple[Path, StateDir, IdMap]) -> None:
+    _root, state, ids = tree
+    victim = state.root.parent / "victim"
+    victim.write_text("not ours")
+    os.chmod(victim, 0o600)
+    (state.control / "me").write_text("mx.example\n")
+    os.chmod(state.queue, 0o777)
+    os.symlink(victim, state.control / "locals")
+    changed = permissions.apply(state, ids)
+    assert any("control/me" in c for c in changed)
+    assert stat.S_IMODE(os.stat(state.queue).st_mode) == 0o750
+    st = os.stat(state.control / "me")
+    assert (st.st_uid, st.st_gid) == (ids.uid(users.ADMIN), ids.gid(users.GROUP_ALL))
+    assert (os.stat(victim).st_uid, stat.S_IMODE(os.stat(victim).st_mode)) == (0, 0o600)
+    assert [p.path.name for p in permissions.audit(state, ids)] == ["locals"]
+
+
+def test_single_user_audit_checks_only_extra_bits(tmp_path: Path) -> None:
+    state = StateDir.single(tmp_path / "var")
+    for part in ("root", "control", "tls", "queue", "mail", "run", "log"):
+        getattr(state, part).mkdir(parents=True, exist_ok=True)
+        os.chmod(getattr(state, part), 0o700)
+    (state.control / "passwd").write_text("")
+    os.chmod(state.control / "passwd", 0o600)
+    assert permissions.audit(state, None) == []
+    os.chmod(state.control / "passwd", 0o644)
+    problems = permissions.audit(state, None)
+    assert [p.path.name for p in problems] == ["passwd"]
+    assert "grants more than 0640" in problems[0].text
