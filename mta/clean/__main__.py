@@ -1,0 +1,7 @@
+"""``python -m mta.clean``: see ``main.py``."""
+
+import sys
+
+from mta.clean.main import main
+
+sys.exit(main())

@@ -1,0 +1,451 @@
+"""The ``send`` daemon at work: todo in, jobs out to local/remote, results, bounces, clean.
+
+``SendService`` is the I/O shell around ``scheduler.Scheduler``: it preprocesses
+``queue/todo`` (woken by the ``run/trigger`` FIFO, and rescanning periodically) into
+``queue/info`` (``routing.py``; temp -> fsync -> rename, then the todo entry is removed),
+keeps ``concurrencylocal``/``concurrencyremote`` connections to ``run/local.sock`` and
+``run/remote.sock``, persists every result before acting on it, injects DSNs through
+``run/queue.sock`` (origin=bounce), asks ``run/clean.sock`` to remove finished messages,
+writes the delivery log and serves ``run/status.sock``.
+
+Trust: the todo envelopes (strict ``envelope.decode``), the info files (strict
+``info.decode``), every worker answer (frame limits, one per recipient), status requests
+(``status.py``). Ids read from directories are validated by ``queuedirs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from collections.abc import Callable, Coroutine
+from typing import Any, Final
+
+from mta.common import ipc
+from mta.common.addressbook import AddressBookFiles
+from mta.common.control import ControlFile, parse_number, parse_single
+from mta.common.deliverylog import DeliveryLog
+from mta.common.envelope import Envelope
+from mta.common.frames import FrameError, encode, read_frame
+from mta.common.paths import StateDir
+from mta.common.queuedirs import QueueDirs, QueueId
+from mta.common.results import Result
+from mta.local.protocol import decode_result, encode_job
+from mta.queue.client import Injection, QueuePermanentError, QueueError
+from mta.send import bounce, info as infofile, status
+from mta.send.info import InfoError, MessageInfo
+from mta.send.retry import DEFAULT_LIFETIME
+from mta.send.routing import job_params, route_envelope
+from mta.send.scheduler import Job, Scheduler
+from mta.util.atomic import write_atomic
+
+log = logging.getLogger("postern.send")
+
+RESCAN: Final = 30.0           # seconds between todo scans without a trigger
+RETRY_SIDE_TASK: Final = 30.0  # seconds before retrying a bounce injection or a clean
+PREPROCESS_PARALLEL: Final = 16
+MAX_CONCURRENCY: Final = 10_000
+INFO_MODE: Final = 0o640
+
+
+def _number(name: str, default: int, lo: int, hi: int) -> Callable[[bytes], int]:
+    def parse(data: bytes) -> int:
+        value = parse_number(data, name=name, minimum=lo, maximum=hi)
+        return default if value is None else value
+    return parse
+
+
+class Settings:
+    """send's control files (docs/control.md), each reloaded on change."""
+
+    def __init__(self, control: os.PathLike[str] | str) -> None:
+        c = Path(control)
+        self.concurrencylocal = ControlFile(c / "concurrencylocal", _number(
+            "concurrencylocal", 10, 1, MAX_CONCURRENCY), missing=10)
+        self.concurrencyremote = ControlFile(c / "concurrencyremote", _number(
+            "concurrencyremote", 20, 1, MAX_CONCURRENCY), missing=20)
+        self.queuelifetime = ControlFile(c / "queuelifetime", _number(
+            "queuelifetime", DEFAULT_LIFETIME, 0, 10**9), missing=DEFAULT_LIFETIME)
+        single: Callable[[str], Callable[[bytes], str | None]] = \
+            lambda n: (lambda b: parse_single(b, name=n))
+        self.me = ControlFile(c / "me", single("me"), missing=None)
+        self.bouncefrom = ControlFile(c / "bouncefrom", single("bouncefrom"), missing=None)
+        self.bouncehost = ControlFile(c / "bouncehost", single("bouncehost"), missing=None)
+        self.doublebounceto = ControlFile(c / "doublebounceto", single("doublebounceto"),
+                                          missing=None)
+        self.doublebouncehost = ControlFile(c / "doublebouncehost", single("doublebouncehost"),
+                                            missing=None)
+
+    def concurrency(self, route: str) -> int:
+        return (self.concurrencylocal if route == "local" else self.concurrencyremote).get()
+
+    def host(self) -> str:
+        return self.me.get() or "localhost"
+
+    def bounce_from(self) -> tuple[str, str]:
+        return (self.bouncefrom.get() or "MAILER-DAEMON", self.bouncehost.get() or self.host())
+
+    def double_bounce_to(self) -> str:
+        return (f"{self.doublebounceto.get() or 'postmaster'}@"
+                f"{self.doublebouncehost.get() or self.host()}")
+
+
+class SendService:
+    def __init__(self, state: StateDir, *, clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.clock = clock
+        self.settings = Settings(state.control)
+        self.book = AddressBookFiles(state.control)
+        self.queue = QueueDirs.open(state.queue)
+        self.dlog = DeliveryLog(state.log)
+        self.sched = Scheduler(lifetime=self.settings.queuelifetime.get())
+        self.jobs: dict[str, asyncio.Queue[Job]] = {}
+        self.workers: dict[str, dict[int, asyncio.Task[None]]] = {"local": {}, "remote": {}}
+        self.wakeup = asyncio.Event()
+        self.todo_wanted = True
+        self.stopping = asyncio.Event()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._side: set[str] = set()      # ids with a bounce or clean under way
+        self._preprocessing: set[str] = set()
+        self._bad_todo: set[str] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._last_scan = 0.0
+        self._unavailable_logged: dict[str, float] = {}
+
+    # --- helpers ------------------------------------------------------------------------
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal task failed", exc_info=task.exception())
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def event(self, kind: str, **fields: Any) -> None:
+        self.dlog.event(kind, **fields)
+
+    async def save(self, info: MessageInfo) -> None:
+        lock = self._locks.setdefault(info.id, asyncio.Lock())
+        async with lock:
+            data = info.encode()  # the newest state, taken under the lock
+            await asyncio.to_thread(write_atomic, self.queue.info(info.id), data, INFO_MODE)
+
+    # --- startup and todo -----------------------------------------------------------------
+    def _load_all(self) -> list[MessageInfo]:
+        out = []
+        for qid in self.queue.ids("info"):
+            text = str(qid)
+            try:
+                out.append(infofile.decode(self.queue.info(qid).read_bytes(), text))
+            except (OSError, InfoError) as exc:
+                log.error("info file for %s is unreadable, left alone: %s", text, exc)
+        return out
+
+    async def startup(self) -> None:
+        loaded = await asyncio.to_thread(self._load_all)
+        for info in loaded:
+            self.sched.add(info)
+        log.info("loaded %d queued messages", len(loaded))
+        for info in loaded:
+            self.after_change(info)
+
+    def _preprocess(self, qid: QueueId) -> MessageInfo | None:
+        """todo -> info (fsynced) -> todo removed. Runs in a thread."""
+        text = str(qid)
+        todo = self.queue.todo(qid)
+        info_path = self.queue.info(qid)
+        if info_path.exists():  # a crash after info was written: info is the truth
+            self._unlink(todo)
+            return None
+        try:
+            env = Envelope.decode(todo.read_bytes())
+            size = os.stat(self.queue.mess(qid)).st_size
+        except FileNotFoundError:
+            return None  # removed under us (clean), nothing to do
+        except (OSError, ValueError) as exc:
+            if text not in self._bad_todo:
+                log.error("todo entry %s is unusable and stays for an admin: %s", text, exc)
+                self._bad_todo.add(text)
+            return None
+        info = route_envelope(text, env, size, self.book.get())
+        write_atomic(info_path, info.encode(), INFO_MODE)
+        self._unlink(todo)
+        return info
+
+    @staticmethod
+    def _unlink(path: os.PathLike[str]) -> None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+    async def scan_todo(self) -> None:
+        self._last_scan = time.monotonic()
+        ids = [q for q in await asyncio.to_thread(lambda: list(self.queue.ids("todo")))
+               if str(q) not in self._preprocessing and str(q) not in self.sched.messages]
+        sem = asyncio.Semaphore(PREPROCESS_PARALLEL)
+
+        async def one(qid: QueueId) -> None:
+            async with sem:
+                self._preprocessing.add(str(qid))
+                try:
+                    info = await asyncio.to_thread(self._preprocess, qid)
+                except OSError as exc:
+                    log.error("cannot preprocess %s: %s", qid, exc)
+                    info = None
+                finally:
+                    self._preprocessing.discard(str(qid))
+                if info is not None:
+                    self.sched.add(info)
+                    self.after_change(info)
+                    self.wake()
+        await asyncio.gather(*(one(q) for q in ids))
+
+    # --- trigger --------------------------------------------------------------------------
+    def open_trigger(self) -> None:
+        path = self.state.trigger
+        try:
+            os.mkfifo(path, 0o660)
+        except FileExistsError:
+            pass
+        rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        # Our own write end keeps the FIFO from reporting EOF (a busy loop) when queue closes.
+        self._trigger_w = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        loop = asyncio.get_running_loop()
+
+        def readable() -> None:
+            try:
+                while os.read(rfd, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            self.todo_wanted = True
+            self.wake()
+        loop.add_reader(rfd, readable)
+
+    # --- workers --------------------------------------------------------------------------
+    def socket_for(self, route: str) -> str:
+        return str(self.state.local_socket if route == "local" else self.state.remote_socket)
+
+    def manage_workers(self) -> None:
+        for route in ("local", "remote"):
+            want = self.settings.concurrency(route)
+            have = self.workers[route]
+            for i in range(want):
+                if i not in have or have[i].done():
+                    have[i] = asyncio.get_running_loop().create_task(self.worker(route, i))
+
+    async def worker(self, route: str, index: int) -> None:
+        q = self.jobs[route]
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        try:
+            while True:
+                job = await q.get()
+                if index >= self.settings.concurrency(route):
+                    q.put_nowait(job)  # fewer slots now: hand it on and stop
+                    return
+                conn = await self.run_job(job, conn)
+        finally:
+            if conn is not None:
+                conn[1].close()
+            self.workers[route].pop(index, None)
+
+    async def run_job(self, job: Job, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+                      | None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        info = self.sched.messages.get(job.id)
+        if info is None:
+            return conn
+        rcpts = [info.rcpts[i].addr.encode() for i in job.indexes]
+        results: list[Result] = []
+        try:
+            if conn is None:
+                conn = await asyncio.open_unix_connection(self.socket_for(job.route))
+            reader, writer = conn
+            for i in job.indexes:
+                self.event("started", id=job.id, rcpt=info.rcpts[i].addr, route=job.route)
+            writer.write(encode_job(job.id, info.sender.encode(), rcpts, job_params(info)))
+            await writer.drain()
+            for _ in rcpts:
+                frame = await read_frame(reader, ipc.DELIVERY_SERVER_FRAMES)
+                if frame is None:
+                    raise ConnectionError("worker closed the connection")
+                results.append(decode_result(frame))
+        except (OSError, FrameError, ConnectionError) as exc:
+            if conn is not None:
+                conn[1].close()
+            conn = None
+            done = len(results)
+            rest = Job(job.id, job.route, job.indexes[done:], job.pass_start)
+            self.sched.unavailable(rest, int(self.clock()))
+            last = self._unavailable_logged.get(job.route, 0.0)
+            if time.monotonic() - last > 60:
+                self._unavailable_logged[job.route] = time.monotonic()
+                log.warning("%s delivery is unavailable (%s); jobs wait", job.route, exc)
+            if not done:
+                self.wake()
+                return conn
+            job = Job(job.id, job.route, job.indexes[:done], job.pass_start)
+        for ev in self.sched.apply(job, results):
+            self.event(ev.kind, **ev.fields)
+        await self.save(info)
+        self.after_change(info)
+        self.wake()
+        return conn
+
+    # --- bounces and clean ------------------------------------------------------------------
+    def after_change(self, info: MessageInfo) -> None:
+        if info.id in self._side or info.id not in self.sched.messages:
+            return
+        if self.sched.needs_bounce(info):
+            self._side.add(info.id)
+            self.spawn(self.send_bounce(info))
+        elif info.finished and self.sched.idle(info.id):
+            self._side.add(info.id)
+            self.spawn(self.clean(info))
+
+    def _later(self, info: MessageInfo) -> None:
+        asyncio.get_running_loop().call_later(RETRY_SIDE_TASK, self.after_change, info)
+
+    async def send_bounce(self, info: MessageInfo) -> None:
+        idx = self.sched.needs_bounce(info)
+        failed = [info.rcpts[i] for i in idx]
+        plan = bounce.plan(info, doublebounceto=self.settings.double_bounce_to())
+        try:
+            if plan.kind == "drop":
+                for r in failed:
+                    self.event("dropped", id=info.id, rcpt=r.addr, text=r.last,
+                               reason="failed double bounce")
+                log.warning("%s: double bounce failed; dropped", info.id)
+            else:
+                bid = await asyncio.to_thread(self._inject_bounce, info, failed, plan)
+                for r in failed:
+                    self.event("bounced", id=info.id, rcpt=r.addr, text=r.last, bounce=bid,
+                               to=plan.recipient, double=plan.kind == "double")
+        except QueuePermanentError as exc:
+            log.error("%s: the queue refused the bounce to <%s>: %s; dropped", info.id,
+                      plan.recipient, exc.text)
+            for r in failed:
+                self.event("dropped", id=info.id, rcpt=r.addr, text=r.last,
+                           reason=f"bounce refused: {exc.text}")
+        except (QueueError, OSError) as exc:
+            log.warning("%s: cannot inject the bounce yet: %s", info.id, exc)
+            self._side.discard(info.id)
+            self._later(info)
+            return
+        for r in failed:
+            r.reported = True
+        await self.save(info)
+        self._side.discard(info.id)
+        self.after_change(info)
+
+    def _inject_bounce(self, info: MessageInfo, failed: list[infofile.Rcpt],
+                       plan: bounce.BouncePlan) -> str:
+        path = self.queue.mess(info.id)
+        try:
+            with open(path, "rb") as f:
+                original = f.read(bounce.BODY_LIMIT + 1)
+                whole = len(original) <= bounce.BODY_LIMIT
+                if not whole:
+                    original += f.read(bounce.HEADER_LIMIT)
+        except FileNotFoundError:
+            original, whole = b"", False
+        bouncefrom, bouncehost = self.settings.bounce_from()
+        dsn = bounce.build_dsn(info, failed, original, plan_=plan, bouncefrom=bouncefrom,
+                               bouncehost=bouncehost, now=self.clock(), whole_original=whole)
+        params: list[bytes] = [bounce.DOUBLE_PARAM.encode()] if plan.kind == "double" else []
+        rcpt = plan.recipient.encode()
+        if any(b > 0x7F for b in rcpt):
+            params.append(b"SMTPUTF8")
+        with Injection(self.state.queue_socket, origin="bounce", timeout=60.0) as inj:
+            inj.begin(b"", [rcpt], params)
+            inj.write(dsn)
+            return inj.commit()
+
+    async def clean(self, info: MessageInfo) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(self.state.clean_socket))
+            try:
+                writer.write(encode(ipc.C.REMOVE.value, info.id.encode()))
+                await writer.drain()
+                frame = await read_frame(reader, ipc.CLEAN_SERVER_FRAMES)
+            finally:
+                writer.close()
+            if frame is None or frame.type != ipc.C.DONE.value:
+                why = "closed" if frame is None else frame.payload.decode("utf-8", "replace")
+                raise ConnectionError(f"clean refused: {why}")
+        except (OSError, FrameError, ConnectionError) as exc:
+            log.warning("%s: cannot clean yet: %s", info.id, exc)
+            self._side.discard(info.id)
+            self._later(info)
+            return
+        self.sched.remove(info.id)
+        self._locks.pop(info.id, None)
+        self._side.discard(info.id)
+
+    # --- status.sock ----------------------------------------------------------------------
+    async def handle_status(self, reader: asyncio.StreamReader,
+                            writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                frame = await read_frame(reader, ipc.STATUS_CLIENT_FRAMES)
+                if frame is None:
+                    break
+                try:
+                    result = status.answer(self.sched, frame.payload, mess_path=self.queue.mess,
+                                           now=self.clock())
+                    writer.write(encode(ipc.S.ANSWER.value, json.dumps(
+                        result, ensure_ascii=False).encode()))
+                except status.StatusRequestError as exc:
+                    writer.write(encode(ipc.S.ERROR.value, str(exc).encode()[:ipc.MAX_TEXT]))
+                await writer.drain()
+        except (FrameError, status.StatusProtocolError) as exc:
+            log.info("closing a status.sock connection: %s", exc)
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    # --- the loop -------------------------------------------------------------------------
+    async def run(self, status_sock: Any = None) -> None:
+        self.jobs = {"local": asyncio.Queue(), "remote": asyncio.Queue()}
+        await self.startup()
+        self.open_trigger()
+        server = None
+        if status_sock is not None:
+            server = await asyncio.start_unix_server(self.handle_status, sock=status_sock)
+        try:
+            while not self.stopping.is_set():
+                self.manage_workers()
+                if self.todo_wanted or time.monotonic() - self._last_scan > RESCAN:
+                    self.todo_wanted = False
+                    await self.scan_todo()
+                now = int(self.clock())
+                self.sched.lifetime = self.settings.queuelifetime.get()
+                if self.sched.collect(now):
+                    for route in ("local", "remote"):
+                        while (job := self.sched.take(route)) is not None:
+                            self.jobs[route].put_nowait(job)
+                due = self.sched.next_due()
+                timeout = RESCAN if due is None else min(RESCAN, max(0.05, due - self.clock()))
+                try:
+                    await asyncio.wait_for(self.wakeup.wait(), timeout)
+                except TimeoutError:
+                    pass
+                self.wakeup.clear()
+        finally:
+            if server is not None:
+                server.close()
+            for tasks in self.workers.values():
+                for t in tasks.values():
+                    t.cancel()
+            for t in list(self._tasks):
+                t.cancel()
+
