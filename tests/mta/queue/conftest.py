@@ -36,6 +36,7 @@ class QueueDaemon:
     log: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = field(default=0)
+    _seen: int = field(default=0)  # "listening on" lines in the log before this start
 
     @property
     def socket(self) -> Path:
@@ -43,6 +44,7 @@ class QueueDaemon:
 
     def start(self, wait: bool = True) -> None:
         self.starts += 1
+        self._seen = self.log.read_bytes().count(b"listening on") if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mta.queue", "--state", str(self.state.root)],
@@ -56,7 +58,8 @@ class QueueDaemon:
             if self.proc.poll() is not None:
                 raise AssertionError(f"queue daemon exited {self.proc.returncode}:\n{self.log_text()}")
             # Ready = the socket accepts and start-up cleanup is done (tmp/ exists, lock held).
-            return accepts(self.socket) and b"listening on" in self.log.read_bytes()
+            return (self.log.read_bytes().count(b"listening on") > self._seen
+                    and accepts(self.socket))
         support.wait_for(ready, timeout=20, what="queue daemon to listen")
 
     def log_text(self) -> str:
