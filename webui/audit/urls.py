@@ -1,3 +1,7 @@
-"""URLs (filled in below as the app grows)."""
+"""/audit/."""
 
-urlpatterns: list[object] = []
+from django.urls import path
+
+from webui.audit.views import audit_list
+
+urlpatterns = [path("", audit_list, name="audit-list")]

@@ -12,6 +12,7 @@ Formats: docs/control.md and /work contracts — qmail's where qmail has the fil
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,8 +96,8 @@ class Snapshot:
 # Files this publisher owns. Settings files are owned too, but only written when set.
 MANAGED_FILES: Final = ("rcpthosts", "locals", "mailboxes", "passwd", "aliases", "tcp.smtp",
                         "smtproutes", "relayauth")
-SECRET_FILES: Final = frozenset({"passwd", "relayauth"})  # written mode 0600/0640
 GENERATION_FILE: Final = "generation"
+MULTILINE_SETTINGS: Final = frozenset({"badmailfrom"})  # one value a line
 
 
 def _clean(value: str, what: str) -> str:
@@ -151,9 +152,9 @@ def render_mailboxes(snap: Snapshot) -> bytes:
     enabled = _enabled_domains(snap)
     out = []
     for m in snap.mailboxes:
+        _no(m.address, " ,", "mailbox")
         if not m.enabled or _domain_part(m.address) not in enabled:
             continue
-        _no(m.address, " ,", "mailbox")
         if ":" in m.address:
             raise RenderError(f"mailbox {m.address[:60]!r}: ':' cannot be written to mailboxes")
         if m.quota is not None:
@@ -170,10 +171,10 @@ def render_passwd(snap: Snapshot) -> bytes:
     enabled = _enabled_domains(snap)
     out = []
     for m in snap.mailboxes:
-        if not m.enabled or not m.password_hash or _domain_part(m.address) not in enabled:
-            continue
         _no(m.address, " :", "mailbox")
         _no(m.password_hash, ": ", "password hash")
+        if not m.enabled or not m.password_hash or _domain_part(m.address) not in enabled:
+            continue
         if not m.password_hash.startswith("{"):
             raise RenderError(f"mailbox {m.address}: password hash has no {{SCHEME}}")
         out.append(f"{m.address}:{m.password_hash}::::::")
@@ -185,9 +186,11 @@ def render_aliases(snap: Snapshot) -> bytes:
     enabled = _enabled_domains(snap)
     out = []
     for a in snap.aliases:
+        _no(a.source, " ,", "alias source")
+        for t in a.targets:
+            _no(t, " ,", f"alias {a.source} target")
         if not a.enabled or _domain_part(a.source) not in enabled:
             continue
-        _no(a.source, " ,", "alias source")
         if a.source.count(":"):
             raise RenderError(f"alias source {a.source[:60]!r}: must not contain ':'")
         if not a.targets:
@@ -195,18 +198,27 @@ def render_aliases(snap: Snapshot) -> bytes:
         targets = [_no(t, " ,", f"alias {a.source} target") for t in a.targets]
         out.append(f"{a.source}: {', '.join(targets)}")
     for d in snap.domain_aliases:
+        _no(d.name, " :,@", "domain alias")
         if d.target not in enabled:
             continue
         out.append(f"@{_no(d.name, ' :,@', 'domain alias')}: @{_no(d.target, ' :,@', 'domain')}")
     return _lines(sorted(out))
 
 
+def _is_ipv6(pattern: str) -> bool:
+    try:
+        if "/" in pattern:
+            return ipaddress.ip_network(pattern, strict=True).version == 6
+        return ipaddress.ip_address(pattern).version == 6
+    except ValueError:
+        return False
+
+
 def render_access_rule(pattern: str, action: str, variables: Mapping[str, str]) -> str:
     """One tcprules line: ``pattern:allow,NAME="value",...`` or ``pattern:deny``."""
     _clean(pattern, "access pattern")
-    if not _PATTERN.fullmatch(pattern) or pattern.count(":") and not (
-            "/" in pattern or pattern.count(":") >= 2):
-        # a single ':' would end the pattern early; IPv6 has at least two.
+    if not _PATTERN.fullmatch(pattern) or (":" in pattern and not _is_ipv6(pattern)):
+        # a ':' that is not part of an IPv6 address would end the address part early.
         raise RenderError(f"access pattern {pattern[:60]!r}: not an address, prefix or network")
     if action not in ("allow", "deny"):
         raise RenderError(f"access rule {pattern!r}: action {action!r} is not allow or deny")
@@ -267,7 +279,11 @@ def render_settings(snap: Snapshot) -> dict[str, bytes]:
         if not re.fullmatch(r"[a-z][a-z0-9.]{0,63}", name) or name in MANAGED_FILES \
                 or name == GENERATION_FILE:
             raise RenderError(f"setting name {name[:40]!r} is not a control file of its own")
-        out[name] = _lines([_clean(value, f"setting {name}").strip()]) if value.strip() else b""
+        if name in MULTILINE_SETTINGS:
+            items = [_clean(v, f"setting {name}").strip() for v in value.split("\n")]
+            out[name] = _lines([v for v in items if v])
+        else:
+            out[name] = _lines([_clean(value, f"setting {name}").strip()]) if value.strip() else b""
     return out
 
 

@@ -1,3 +1,10 @@
-"""URLs (filled in below as the app grows)."""
+"""/publish/."""
 
-urlpatterns: list[object] = []
+from django.urls import path
+
+from webui.publish import views
+
+urlpatterns = [
+    path("", views.status_view, name="publish-status"),
+    path("now/", views.publish_now, name="publish-now"),
+]

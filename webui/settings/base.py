@@ -22,6 +22,11 @@ TEMPLATE_DIR = PACKAGE_DIR / "templates"
 STATIC_DIR = PACKAGE_DIR / "static"
 
 STATE = StateDir.from_arg(os.environ.get("POSTERN_STATE"))
+# Where the publisher writes (tests point it at a tmp_path); status.sock and the delivery log
+# are read from the same state directory.
+POSTERN_CONTROL_DIR = STATE.control
+POSTERN_STATUS_SOCKET = STATE.status_socket
+POSTERN_LOG_DIR = STATE.log
 
 
 def secret_key_from_state(state: StateDir) -> str:

@@ -1,0 +1,85 @@
+"""Search the delivery log (log/delivery.log and its rotated files, JSON lines written by
+queue and send through mta/common/deliverylog.py) by sender, recipient, queue id, event and
+time. Read-only. Lines are untrusted: a line that is not a JSON object is skipped; values
+are shown escaped by the templates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mta.common.deliverylog import KEEP, LOG_NAME
+
+MAX_RESULTS = 500
+MAX_LINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class LogQuery:
+    sender: str = ""
+    recipient: str = ""
+    queue_id: str = ""
+    event: str = ""
+    since: float | None = None
+    until: float | None = None
+
+    def matches(self, rec: dict[str, Any]) -> bool:
+        t = rec.get("time")
+        if not isinstance(t, (int, float)):
+            return False
+        if self.since is not None and t < self.since:
+            return False
+        if self.until is not None and t > self.until:
+            return False
+        if self.event and rec.get("event") != self.event:
+            return False
+        if self.queue_id and self.queue_id.upper() not in str(rec.get("id", "")).upper():
+            return False
+        if self.sender and self.sender.lower() not in str(rec.get("sender", "")).lower():
+            return False
+        if self.recipient:
+            rcpts = rec.get("rcpt") or rec.get("recipients") or ""
+            if self.recipient.lower() not in str(rcpts).lower():
+                return False
+        return True
+
+
+def _files(log_dir: Path) -> list[Path]:
+    base = log_dir / LOG_NAME
+    return [base] + [base.with_name(f"{LOG_NAME}.{n}") for n in range(1, KEEP + 1)]
+
+
+def _records(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        f = path.open("rb")
+    except OSError:
+        return
+    with f:
+        for raw in f:
+            if len(raw) > MAX_LINE:
+                continue
+            try:
+                rec = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(rec, dict):
+                yield rec
+
+
+def search(log_dir: Path, query: LogQuery, limit: int = MAX_RESULTS) -> list[dict[str, Any]]:
+    """Matching events, newest first, at most ``limit``."""
+    found: list[dict[str, Any]] = []
+    for path in _files(log_dir):  # newest file first
+        batch = [r for r in _records(path) if query.matches(r)]
+        batch.reverse()
+        found.extend(batch)
+        if len(found) >= limit:
+            break
+    for rec in found:
+        rec["when"] = datetime.fromtimestamp(float(rec["time"]), tz=timezone.utc)
+    return found[:limit]
