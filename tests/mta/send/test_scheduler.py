@@ -1,0 +1,133 @@
+"""The scheduler core with a fake clock: due jobs, grouping, results, expiry, restarts."""
+
+from __future__ import annotations
+
+from mta.common.results import Outcome, Result
+from mta.send import info as infofile
+from mta.send.info import MessageInfo, Rcpt
+from mta.send.retry import DEFAULT_LIFETIME
+from mta.send.scheduler import RETRY_UNAVAILABLE, Job, Scheduler
+from tests.fakes.clock import FakeClock
+
+T0 = 1_700_000_000
+OK = Result(Outcome.DELIVERED, "2.0.0 ok")
+TEMP = Result(Outcome.TEMPORARY, "4.2.2 over quota")
+PERM = Result(Outcome.PERMANENT, "5.1.1 no such user")
+
+
+def message(qid: str = "6565A1B20000A1F", *rcpts: tuple[str, str]) -> MessageInfo:
+    rc = [Rcpt(a, a, route) for a, route in (rcpts or (("joe@example.com", "local"),))]
+    return MessageInfo(qid, T0, "s@example.com", "network", 10, [], rc)
+
+
+def jobs(s: Scheduler, route: str) -> list[Job]:
+    out = []
+    while (j := s.take(route)) is not None:
+        out.append(j)
+    return out
+
+
+def test_new_message_is_due_at_once_and_grouped_by_route_and_domain() -> None:
+    s = Scheduler(lifetime=DEFAULT_LIFETIME)
+    s.add(message("6565A1B20000A1F", ("a@example.com", "local"), ("b@example.com", "local"),
+                  ("x@one.example", "remote"), ("y@two.example", "remote"),
+                  ("z@ONE.example", "remote")))
+    assert s.collect(T0) == 3
+    [local] = jobs(s, "local")
+    assert local.indexes == (0, 1)
+    remote = jobs(s, "remote")
+    assert sorted(j.indexes for j in remote) == [(2, 4), (3,)]
+    assert s.collect(T0 + 10**6) == 0  # everything is in flight: never handed out twice
+
+
+def test_temporary_failure_follows_qmail_schedule() -> None:
+    clock = FakeClock(T0)
+    s = Scheduler(lifetime=DEFAULT_LIFETIME)
+    info = message("6565A1B20000A1F", ("a@example.com", "local"), ("x@r.example", "remote"))
+    s.add(info)
+    s.collect(int(clock()))
+    for route in ("local", "remote"):
+        [job] = jobs(s, route)
+        [ev] = s.apply(job, [TEMP])
+        assert ev.kind == "deferred"
+    assert info.rcpts[0].next == T0 + 100 and info.rcpts[1].next == T0 + 400
+    assert s.next_due() == T0 + 100
+    assert s.collect(T0 + 99) == 0
+    assert s.collect(T0 + 100) == 1
+    [job] = jobs(s, "local")
+    assert job.indexes == (0,)
+    s.apply(job, [TEMP])
+    assert info.rcpts[0].next == T0 + 400 and info.rcpts[0].attempts == 2
+
+
+def test_permanent_failure_needs_bounce_only_when_idle() -> None:
+    s = Scheduler(lifetime=DEFAULT_LIFETIME)
+    info = message("6565A1B20000A1F", ("a@example.com", "local"), ("x@r.example", "remote"))
+    s.add(info)
+    s.collect(T0)
+    [lj] = jobs(s, "local")
+    [rj] = jobs(s, "remote")
+    s.apply(lj, [PERM])
+    assert s.needs_bounce(info) == []          # the remote job is still in flight
+    s.apply(rj, [TEMP])
+    assert s.needs_bounce(info) == [0]         # does not wait for the remote retries
+    info.rcpts[0].reported = True
+    assert not info.finished
+    s.collect(T0 + 400)
+    [rj] = jobs(s, "remote")
+    s.apply(rj, [OK])
+    assert info.finished
+
+
+def test_dying_pass_makes_one_last_try_then_fails() -> None:
+    s = Scheduler(lifetime=1000)
+    info = message()
+    s.add(info)
+    s.collect(T0)
+    s.apply(jobs(s, "local")[0], [TEMP])
+    while info.rcpts[0].state == "pending":
+        due = s.next_due()
+        assert due is not None
+        s.collect(due)
+        [job] = jobs(s, "local")
+        events = s.apply(job, [TEMP])
+    assert events[0].kind == "expired"
+    assert job.pass_start > T0 + 1000
+    assert info.rcpts[0].state == "failed" and info.rcpts[0].last.startswith("5.4.7 ")
+    assert "4.2.2 over quota" in info.rcpts[0].last
+
+
+def test_unreachable_worker_is_not_an_attempt() -> None:
+    s = Scheduler(lifetime=DEFAULT_LIFETIME)
+    info = message()
+    s.add(info)
+    s.collect(T0)
+    [job] = jobs(s, "local")
+    s.unavailable(job, T0)
+    assert info.rcpts[0].attempts == 0
+    assert s.collect(T0 + RETRY_UNAVAILABLE - 1) == 0
+    assert s.collect(T0 + RETRY_UNAVAILABLE) == 1
+
+
+def test_state_survives_a_restart_through_the_info_file() -> None:
+    s = Scheduler(lifetime=DEFAULT_LIFETIME)
+    info = message("6565A1B20000A1F", ("a@example.com", "local"), ("b@example.com", "local"))
+    s.add(info)
+    s.collect(T0)
+    [job] = jobs(s, "local")
+    s.apply(job, [OK, TEMP])
+    reborn = infofile.decode(info.encode(), info.id)   # what a new send reads
+    s2 = Scheduler(lifetime=DEFAULT_LIFETIME)
+    s2.add(reborn)
+    assert s2.collect(T0 + 50) == 0                     # not retried early after a restart
+    assert s2.collect(T0 + 100) == 1
+    [job] = jobs(s2, "local")
+    assert job.indexes == (1,)                          # the delivered one is never retried
+
+
+def test_removed_message_jobs_are_dropped() -> None:
+    s = Scheduler(lifetime=DEFAULT_LIFETIME)
+    s.add(message())
+    s.collect(T0)
+    s.remove("6565A1B20000A1F")
+    assert s.take("local") is None

@@ -1,0 +1,190 @@
+"""send with the real queue, local and clean daemons on a tmp state dir.
+
+Messages go in through the queue client (mta/queue/client.py) and come out in Maildirs read
+with ``mailbox``; the queue must be empty afterwards. Two kinds of test: the daemons all as
+subprocesses, and send in-process with a fake clock (retries, expiry and restarts without
+sleeping through qmail's schedule).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mailbox
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mta.common import frames, ipc
+from mta.common.paths import StateDir
+from mta.queue.client import inject
+from mta.send.service import SendService
+from mta.send.status import StatusClient, StatusRequestError
+from tests.fakes.clock import FakeClock
+from tests.mta.send.daemons import running, setup_state
+from tests.support import wait_for
+
+MSG = b"Subject: test\r\nFrom: x@example.com\r\n\r\nhello\r\n"
+
+
+def maildir(state: StateDir, local: str, domain: str = "example.com") -> list[mailbox.MaildirMessage]:
+    path = state.mail / domain / local
+    if not path.exists():
+        return []
+    return list(mailbox.Maildir(path, create=False))
+
+
+def queue_files(state: StateDir) -> list[str]:
+    return [f"{kind}/{n}/{name}" for kind in ("mess", "todo", "info")
+            for n in os.listdir(state.queue / kind) for name in os.listdir(state.queue / kind / n)]
+
+
+def events(state: StateDir) -> list[dict]:  # type: ignore[type-arg]
+    path = state.log / "delivery.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_aliases_deliver_and_the_queue_empties(state: StateDir) -> None:
+    setup_state(state, aliases="team@example.com: joe@example.com, ann@example.com\n")
+    with running(state, "queue", "local", "clean", "send"):
+        qid = inject(state.queue_socket, b"s@remote.example", [b"team@example.com"], MSG)
+        wait_for(lambda: maildir(state, "joe") and maildir(state, "ann"), what="deliveries")
+        wait_for(lambda: not queue_files(state), what="clean")
+    [m] = maildir(state, "joe")
+    assert m["Subject"] == "test" and m["Delivered-To"] == "joe@example.com"
+    kinds = [(e["event"], e.get("rcpt")) for e in events(state) if e.get("id") == qid]
+    assert ("delivered", "joe@example.com") in kinds and ("delivered", "ann@example.com") in kinds
+
+
+def test_unknown_user_bounces_at_once_while_remote_waits(state: StateDir) -> None:
+    setup_state(state)
+    with running(state, "queue", "local", "clean", "send"):
+        qid = inject(state.queue_socket, b"ann@example.com",
+                     [b"nobody@example.com", b"far@remote.example"], MSG)
+        wait_for(lambda: maildir(state, "ann"), what="the bounce")
+        [dsn] = maildir(state, "ann")
+        assert dsn["Return-Path"] == "<>" and dsn.get_content_type() == "multipart/report"
+        assert b"Final-Recipient: rfc822; nobody@example.com" in dsn.as_bytes()
+        assert b"far@remote.example" not in dsn.as_bytes().split(b"message/rfc822")[0]
+        # no remote daemon yet: the remote recipient stays queued, visible in the window
+        client = StatusClient(state.status_socket)
+        m = client.request("message", id=qid)["message"]
+        states = {r["address"]: r["state"] for r in m["recipients"]}
+        assert states == {"nobody@example.com": "failed", "far@remote.example": "pending"}
+        assert m["headers"]["subject"] == "test"
+        s = client.request("summary")["summary"]
+        assert s["domains"] == {"remote.example": 1}
+
+
+def test_double_bounce_to_postmaster_and_failed_double_bounce_is_dropped(state: StateDir) -> None:
+    setup_state(state, mailboxes="postmaster@example.com\n",
+                extra={"doublebouncehost": "example.com\n"})
+    with running(state, "queue", "local", "clean", "send"):
+        inject(state.queue_socket, b"", [b"nobody@example.com"], MSG)
+        wait_for(lambda: maildir(state, "postmaster"), what="the double bounce")
+        wait_for(lambda: not queue_files(state), what="clean")
+        (state.control / "mailboxes").write_text("joe@example.com\n")  # postmaster is gone
+        time.sleep(1.1)  # control files are re-read at most once a second
+        qid = inject(state.queue_socket, b"", [b"nobody@example.com"], MSG)
+        wait_for(lambda: any(e["event"] == "dropped" for e in events(state)), what="drop")
+        wait_for(lambda: not queue_files(state), what="clean")
+    bounced = [e for e in events(state) if e["event"] == "bounced" and e["id"] == qid]
+    assert bounced and bounced[0]["double"] is True
+    assert len(maildir(state, "postmaster")) == 1
+
+
+def test_status_socket_errors(state: StateDir) -> None:
+    setup_state(state)
+    with running(state, "queue", "local", "clean", "send"):
+        client = StatusClient(state.status_socket)
+        with pytest.raises(StatusRequestError, match="unknown verb"):
+            client.request("purge")
+        assert client.request("list")["total"] == 0
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(state.status_socket))
+            s.sendall(frames.encode(ipc.S.REQUEST.value, b"{not json"))
+            assert s.recv(100) == b""
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(state.status_socket))
+            s.sendall(b"Z\x00\x00\x00\x00")
+            assert s.recv(100) == b""
+        assert client.request("summary")["summary"]["messages"] == 0
+
+
+def test_next_retry_time_survives_a_kill(state: StateDir) -> None:
+    setup_state(state, mailboxes="joe@example.com\nann@example.com:quota=10\n")
+    with running(state, "queue", "local", "clean", "send") as d:
+        qid = inject(state.queue_socket, b"s@remote.example", [b"ann@example.com"], MSG)
+        client = StatusClient(state.status_socket)
+        wait_for(lambda: client.request("list", state="deferred")["total"], what="deferral")
+        before = client.request("message", id=qid)["message"]["recipients"][0]
+        assert before["attempts"] == 1 and before["last_error"].startswith("4.2.2")
+        d.kill("send")
+        d.start("send")
+        # a pass has run after the restart once a new message is delivered
+        inject(state.queue_socket, b"s@remote.example", [b"joe@example.com"], MSG)
+        wait_for(lambda: maildir(state, "joe"), what="delivery after restart")
+        after = StatusClient(state.status_socket).request("message", id=qid)["message"]
+        assert after["recipients"][0] == before
+
+
+async def run_service(service: SendService, until: Callable[[], bool], timeout: float = 20) -> None:
+    task = asyncio.create_task(service.run())
+    deadline = time.monotonic() + timeout
+    try:
+        while not until():
+            if task.done():
+                task.result()
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out waiting in the service")
+            await asyncio.sleep(0.02)
+    finally:
+        service.stopping.set()
+        service.wake()
+        await asyncio.wait_for(task, 10)
+
+
+def test_retry_on_schedule_and_done_recipients_never_retried(state: StateDir) -> None:
+    setup_state(state, mailboxes="joe@example.com\nann@example.com:quota=10\n")
+    with running(state, "queue", "local", "clean"):
+        qid = inject(state.queue_socket, b"s@remote.example",
+                     [b"joe@example.com", b"ann@example.com"], MSG)
+        clock = FakeClock(time.time())
+        service = SendService(state, clock=clock)
+        asyncio.run(run_service(service, lambda: qid in service.sched.messages and
+                                service.sched.messages[qid].rcpts[1].attempts == 1))
+        info = service.sched.messages[qid]
+        birth = info.birth
+        assert info.rcpts[1].next == birth + 100 and info.rcpts[0].state == "delivered"
+        (state.control / "mailboxes").write_text("joe@example.com\nann@example.com\n")
+        time.sleep(1.1)  # local re-reads control files at most once a second
+        # a new send (a restart) with the clock before the retry time: nothing happens
+        clock.set(birth + 99)
+        service = SendService(state, clock=clock)
+        asyncio.run(run_service(service, lambda: qid in service.sched.messages))
+        assert service.sched.messages[qid].rcpts[1].attempts == 1
+        clock.set(birth + 100)
+        service = SendService(state, clock=clock)
+        asyncio.run(run_service(service, lambda: bool(maildir(state, "ann")) and
+                                qid not in service.sched.messages))
+    assert len(maildir(state, "joe")) == 1 and len(maildir(state, "ann")) == 1
+    assert not queue_files(state)
+
+
+def test_queue_lifetime_last_try_then_bounce(state: StateDir) -> None:
+    setup_state(state, mailboxes="joe@example.com\nann@example.com:quota=10\n",
+                extra={"queuelifetime": "1000\n"})
+    with running(state, "queue", "local", "clean"):
+        qid = inject(state.queue_socket, b"joe@example.com", [b"ann@example.com"], MSG)
+        clock = FakeClock(time.time() + 5000)  # the first pass is already past the lifetime
+        service = SendService(state, clock=clock)
+        asyncio.run(run_service(service, lambda: bool(maildir(state, "joe")) and
+                                qid not in service.sched.messages))
+    [dsn] = maildir(state, "joe")
+    assert b"Status: 5.4.7" in dsn.as_bytes() and b"4.2.2" in dsn.as_bytes()
+    kinds = [e["event"] for e in events(state) if e.get("id") == qid]
+    assert "expired" in kinds and "bounced" in kinds
