@@ -1,0 +1,7 @@
+"""``python -m mta.smtpd``: see ``main.py``."""
+
+import sys
+
+from mta.smtpd.main import main
+
+sys.exit(main())

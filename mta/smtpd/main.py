@@ -1,0 +1,210 @@
+"""smtpd — the SMTP receiver: ESMTP on port 25 and submission, streaming mail into the queue.
+
+NAME
+    postern-smtpd (``python -m mta.smtpd --state DIR [--smtp HOST:PORT]
+    [--submission HOST:PORT] [--workers N] [--user USER]``)
+
+DESCRIPTION
+    Listens on the given addresses (either may be absent; at least one is needed). Port 25
+    (``--smtp``) takes mail for the domains in control/rcpthosts from anyone and relays for
+    clients whose tcp.smtp rule sets RELAYCLIENT. Submission (``--submission``, port 587)
+    offers AUTH PLAIN and LOGIN (only after STARTTLS unless the client is on loopback) and
+    takes mail only from authenticated users, who may relay. Every session is run by the
+    sans-I/O machine in mta/smtp/protocol.py; the policy is mta/smtpd/session.py. DATA is
+    streamed to run/queue.sock as it arrives and answered 250 only after the queue's K.
+
+    The parent binds the listening sockets, drops privileges, then forks ``--workers``
+    processes (default: the number of CPUs) that all accept on the same sockets, each with
+    its own asyncio loop serving thousands of sessions. A worker that dies is restarted.
+    Connection counts are shared between workers (mta/smtpd/limits.py).
+
+SECURITY
+    Runs as postern-smtpd (``--user``, after binding, so ports 25/587 need no privilege
+    later) or as the invoking user. Reads control/ and tls/. Writes nothing on disk.
+    Peers: the network (untrusted: every byte goes through the protocol machine) and
+    run/queue.sock. Trusts only the TCP peer address: no XCLIENT, no PROXY protocol.
+
+CONTROL FILES
+    me              host name in the greeting, EHLO and Received: (default localhost)
+    smtpgreeting    greeting text (default: me)
+    tcp.smtp        access rules (mta/common/tcprules.py); missing: allow all, relay none
+    rcpthosts       domains accepted from anyone; missing or broken: none (fail closed)
+    locals, virtualdomains, mailboxes, aliases
+                    RCPT validation for local domains (mta/common/addressbook.py)
+    passwd          AUTH accounts (mta/common/passwd.py); missing: nobody
+    databytes       largest message (0 or missing: no limit); 552 after the data
+    timeoutsmtpd    seconds to wait for each read from the client (default 1200)
+    maxrcpt         recipients per message (default 100); more get 452 4.5.3
+    maxconnections  simultaneous sessions in all workers (default 1000); more get 421
+    maxconnip       simultaneous sessions per client address (default 20; 0: no limit)
+    greetdelay      seconds to wait before the greeting; a client that talks first is
+                    refused as an early talker (default 0: only what arrived at once)
+    authfailures    failed AUTH per client address per 15 minutes and worker (default 5)
+    badmailfrom     envelope senders refused (qmail's: address or @domain)
+    dnsbl           DNS blocklist zones, one per line (fails open on DNS trouble)
+    receivedauth    1: name the authenticated user in Received: (default 0)
+    Every file is reloaded on change; a file that does not parse is refused, logged, and
+    the previous value stays (docs/control.md).
+
+EXIT STATUS
+    0 after SIGTERM/SIGINT; 111 when a listener cannot be bound.
+
+SEE ALSO
+    mta/smtp/protocol.py, mta/smtpd/session.py, docs/control.md, qmail-smtpd(8),
+    tcprules(1), rblsmtpd(1), RFC 5321, RFC 3207, RFC 4954.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any, Final
+
+from mta.common import daemon
+from mta.common.paths import StateDir
+from mta.smtpd import limits
+from mta.smtpd.server import Listener, serve
+
+log = logging.getLogger("postern.smtpd")
+EXIT_FAILURE: Final = 111
+BACKLOG: Final = 1024
+RESTART_DELAY: Final = 1.0   # seconds before a dead worker is replaced
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port)
+
+
+def bind(text: str) -> socket.socket:
+    host, port = parse_hostport(text)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
+    sock.bind((host, port))
+    sock.listen(BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def run_worker(state: StateDir, listeners: list[Listener],
+               counter: limits.ConnectionCounter, options: dict[str, Any]) -> int:
+    async def body() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(state, listeners, counter, stop, **options)
+    asyncio.run(body())
+    return 0
+
+
+def supervise(state: StateDir, listeners: list[Listener], workers: int,
+              options: dict[str, Any]) -> int:
+    """Fork ``workers`` children sharing the sockets and counters; restart the dead."""
+    arrays = limits.make_counters(workers)
+    children: dict[int, int] = {}   # pid -> worker index
+    stopping = False
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = run_worker(state, listeners, limits.ConnectionCounter(arrays, index),
+                                  options)
+            finally:
+                os._exit(code)
+        children[pid] = index
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for i in range(workers):
+        spawn(i)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        limits.reset(arrays[index])
+        if not stopping:
+            log.error("worker %d (pid %d) exited with status %d; restarting", index, pid,
+                      os.waitstatus_to_exitcode(status))
+            time.sleep(RESTART_DELAY)
+            if not stopping:
+                spawn(index)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = daemon.base_parser("smtpd", "ESMTP receiver for port 25 and submission")
+    parser.add_argument("--smtp", metavar="HOST:PORT", help="the port-25 style listener")
+    parser.add_argument("--submission", metavar="HOST:PORT", help="the submission listener")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="worker processes sharing the sockets (default: CPU count)")
+    parser.add_argument("--dns", metavar="HOST:PORT", action="append", default=[],
+                        help="name server for DNSBL lookups (default: /etc/resolv.conf)")
+    parser.add_argument("--control-interval", type=float, default=1.0,
+                        help="seconds between checks of each control file (tests use 0)")
+    args = parser.parse_args(argv)
+    state = daemon.setup("smtpd", args)
+    if not args.smtp and not args.submission:
+        parser.error("give --smtp and/or --submission")
+    if not 1 <= args.workers <= 256:
+        parser.error("--workers must be 1..256")
+    listeners: list[Listener] = []
+    try:
+        for name in ("smtp", "submission"):
+            value = getattr(args, name)
+            if value:
+                listeners.append(Listener(name, bind(value)))
+    except (OSError, ValueError) as exc:
+        log.critical("cannot bind: %s", exc)
+        return EXIT_FAILURE
+    if args.user:
+        from mta.util.privs import drop_privileges
+        drop_privileges(args.user)
+    log.info("listening: %s; %d worker(s)", ", ".join(
+        f"{l.name}={l.sock.getsockname()[0]}:{l.sock.getsockname()[1]}" for l in listeners),
+        args.workers)
+    try:
+        options: dict[str, Any] = {"dns_servers": [parse_hostport(d) for d in args.dns],
+                                   "check_interval": args.control_interval}
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.workers == 1:
+        return run_worker(state, listeners, limits.ConnectionCounter(limits.make_counters(1), 0),
+                          options)
+    return supervise(state, listeners, args.workers, options)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
