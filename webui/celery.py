@@ -17,7 +17,8 @@ from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings.embedded")
 
-app = Celery("postern")
+# DjangoTask gives every task delay_on_commit (enqueue after the transaction commits).
+app = Celery("postern", task_cls="celery.contrib.django.task:DjangoTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
