@@ -14,6 +14,11 @@ Usage (a context manager, or the ``appliance`` fixture imported into a test modu
     def test_other(appliance):
         smtplib.SMTP(*appliance.listeners["smtp"])
 
+Run as root (CI), the daemons drop to their own users, so the state directory must be
+reachable by them: when ``tmp_path`` sits under a directory others cannot traverse (pytest's
+``/tmp/pytest-of-root`` is 0700), the state directory is made in a fresh ``/tmp/postern-*``
+directory instead, removed afterwards. ``app.state`` always says where it is.
+
 Every listener gets a free port on 127.0.0.1 (tests/support.py ``free_port``), so tests run
 in parallel. The harness waits for the supervisor's ``postern: ready`` line, parses the
 listeners from it, and on exit sends SIGTERM and waits for the supervisor to finish (it stops
@@ -26,9 +31,12 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -133,7 +141,33 @@ def running_appliance(tmp_path: Path, *, smtp: bool = True, submission: bool = T
     ``smtp``/``submission``/``web`` False turn that listener off. ``env`` adds environment
     variables for init and run (e.g. ``DJANGO_SETTINGS_MODULE``).
     """
-    root = tmp_path / "var"
+    base, cleanup = reachable_base(tmp_path)
+    try:
+        with _running(base / "var", tmp_path, smtp=smtp, submission=submission, web=web,
+                      init_args=init_args, env=env, ready_timeout=ready_timeout) as app:
+            yield app
+    finally:
+        if cleanup:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def reachable_base(tmp_path: Path) -> tuple[Path, bool]:
+    """``tmp_path``, or as root a fresh world-traversable directory if ``tmp_path`` is not."""
+    if os.geteuid() != 0:
+        return tmp_path, False
+    closed = [p for p in [tmp_path, *tmp_path.parents]
+              if not os.stat(p).st_mode & stat.S_IXOTH]
+    if not closed:
+        return tmp_path, False
+    base = Path(tempfile.mkdtemp(prefix="postern-harness-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    return base, True
+
+
+@contextmanager
+def _running(root: Path, tmp_path: Path, *, smtp: bool, submission: bool, web: bool,
+             init_args: tuple[str, ...], env: Mapping[str, str] | None,
+             ready_timeout: float) -> Iterator[Appliance]:
     if not (root / "control" / "me").exists():
         init(root, *init_args, *(() if web else ("--no-web",)), env=env)
     listeners = {name: (f"127.0.0.1:{free_port()}" if wanted else "off")

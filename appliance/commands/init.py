@@ -14,7 +14,11 @@ fail closed), ``defaultdomain`` is ``me`` without its first label. ``tcp.smtp`` 
 host relay (``127.`` and ``::1``, as qmail guides set it up) and everyone else connect.
 docs/control.md lists them.
 
-Reads the environment (``POSTERN_ADMIN_PASSWORD``); writes only under the state directory.
+Run as root, it finally creates the daemons' system users if they are missing and gives the
+state directory the owners and modes of the permission table (appliance/permissions.py).
+
+Reads the environment (``POSTERN_ADMIN_PASSWORD``); writes only under the state directory
+(and, as root, the system user database).
 """
 
 from __future__ import annotations
@@ -94,6 +98,25 @@ def initialise(state: StateDir, *, me: str | None = None, split: int | None = No
     make_tls(state, name)
     if web:
         make_database(state, state_arg or str(state.root))
+    if os.geteuid() == 0:
+        try:
+            secure_as_root(state)
+        except InitError as exc:
+            # Usable for programs run as root (tests of one daemon); `postern run` as root
+            # refuses it with the same reason.
+            log.warning("%s (left owned by root)", exc)
+
+
+def secure_as_root(state: StateDir) -> None:
+    """As root: create the daemons' system users if missing and give the state directory the
+    permission table's owners and modes (appliance/permissions.py), so that every daemon can
+    do its job, and only its job, after dropping root."""
+    from appliance import permissions
+    try:
+        for change in permissions.secure(state):
+            log.info("%s", change)
+    except permissions.UnreachableState as exc:
+        raise InitError(str(exc)) from None
 
 
 def existing_me(state: StateDir) -> str | None:

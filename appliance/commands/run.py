@@ -13,8 +13,9 @@ hands it to ``appliance.supervisor.Supervisor``:
   and ``POSTERN_STATE`` set.
 
 A daemon whose package is not installed (yet) is skipped with a logged line. Started as root,
-every daemon whose system user exists (mta/common/ipc.py ``DAEMON_USERS``) is told to drop to
-it; otherwise it runs as the invoking user (``postern install`` creates the users).
+it first creates the system users if missing and applies the permission table to the state
+directory (as ``postern init`` does), then tells every daemon the user to drop to
+(mta/common/ipc.py ``DAEMON_USERS``); as an ordinary user everything runs as that user.
 
 Trusts its command line; ``HOST:PORT`` values are checked before anything starts.
 """
@@ -26,8 +27,10 @@ import importlib.util
 import ipaddress
 import os
 import pwd
+import stat
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 from appliance.supervisor import DaemonSpec, Supervisor, TcpProbe, UnixProbe
@@ -104,9 +107,45 @@ def available(module: str) -> bool:
         return False
 
 
+def unreachable_code() -> list[Path]:
+    """Parts of the Python installation the daemons' users could not read after dropping root.
+
+    A daemon imports modules lazily after its privilege drop (and gunicorn/celery import the
+    web app after theirs), so the interpreter, its standard library, the site-packages and
+    Postern's own packages must be traversable by everyone (``o+x`` on every directory up to
+    them). A Python under ``/root`` (pyenv) is not: privilege separation is then impossible.
+    """
+    places = {Path(sys.base_prefix), Path(sys.prefix), Path(sys.executable).resolve().parent,
+              Path(__file__).resolve().parents[2]}
+    for module in ("mta", "django", "celery", "gunicorn"):
+        spec = importlib.util.find_spec(module)
+        if spec is not None and spec.origin:
+            places.add(Path(spec.origin).resolve().parent)
+    bad: list[Path] = []
+    for place in sorted(places):
+        for path in [place, *place.parents]:
+            try:
+                if not os.stat(path).st_mode & stat.S_IXOTH:
+                    if path not in bad:
+                        bad.append(path)
+            except OSError:
+                continue
+    return bad
+
+
+_UNREACHABLE: list[Path] | None = None
+
+
+def privilege_separation_blocked() -> list[Path]:
+    global _UNREACHABLE
+    if _UNREACHABLE is None:
+        _UNREACHABLE = unreachable_code() if os.geteuid() == 0 else []
+    return _UNREACHABLE
+
+
 def system_user(daemon: ipc.Daemon) -> str | None:
     """The user ``daemon`` drops to when we run as root and that user exists, else None."""
-    if os.geteuid() != 0:
+    if os.geteuid() != 0 or privilege_separation_blocked():
         return None
     name = ipc.DAEMON_USERS[daemon]
     try:
@@ -185,7 +224,12 @@ def build_specs(state: StateDir, state_arg: str, listeners: dict[str, Listener |
     else:
         log("skipping worker and beat: webui.celery is not there yet")
 
-    if root_without_users:
+    blocked = privilege_separation_blocked()
+    if blocked:
+        log(f"WARNING: running every daemon as root: {blocked[0]} is not traversable by "
+            "other users, so the daemons could not load Python after dropping privileges. "
+            "Install Postern (and its Python) where everyone may read it, e.g. /opt or /usr.")
+    elif root_without_users:
         log("running as root but these daemons' system users do not exist, so they keep "
             f"the invoking user: {' '.join(root_without_users)} (postern install creates them)")
     return specs
@@ -210,5 +254,13 @@ def run(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(f"postern: {text}", file=sys.stderr, flush=True)
 
+    if os.geteuid() == 0:
+        # Daemons drop to their own users: make sure those exist and own their parts.
+        from appliance.commands.init import InitError, secure_as_root
+        try:
+            secure_as_root(state)
+        except InitError as exc:
+            print(f"postern run: {exc}", file=sys.stderr)
+            return 78
     specs = build_specs(state, state_arg, listeners, log=log)
     return Supervisor(specs).run()
