@@ -87,7 +87,7 @@ def messages(pf: PostfixInstance, address: str, count: int) -> list[mailbox.Mail
         path = pf.maildir(address)
         try:
             found = list(mailbox.Maildir(path, create=False))
-        except FileNotFoundError:  # Postfix is still creating the Maildir
+        except (FileNotFoundError, mailbox.NoSuchMailboxError):  # not created yet
             return None
         return found if len(found) >= count else None
     return support.wait_for(ready, timeout=20, what=f"{count} messages for {address}")  # type: ignore[return-value]
