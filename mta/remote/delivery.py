@@ -31,7 +31,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
@@ -56,7 +56,7 @@ MAX_MESSAGES_PER_CONNECTION: Final = 100     # then QUIT and reconnect (bounded 
 IDLE_SECONDS: Final = 5.0                # a pooled session waits this long for more mail
 
 
-def _number(name: str, minimum: int, maximum: int):  # type: ignore[no-untyped-def]
+def _number(name: str, minimum: int, maximum: int) -> Callable[[bytes], int | None]:
     def parse(data: bytes) -> int | None:
         return control.parse_number(data, name=name, minimum=minimum, maximum=maximum)
     return parse
@@ -73,8 +73,10 @@ class RemoteConfig:
                                      missing=routes.NO_AUTH)
         self.tlspolicy = ControlFile(c("tlspolicy"), routes.parse_tlspolicy,
                                      missing=routes.DEFAULT_TLS)
-        self.dnsservers = ControlFile(c("dnsservers"), routes.parse_dnsservers, missing=())
-        self.outgoingip = ControlFile(c("outgoingip"), routes.parse_outgoingip, missing=())
+        self.dnsservers: ControlFile[tuple[tuple[str, int], ...]] = ControlFile(
+            c("dnsservers"), routes.parse_dnsservers, missing=())
+        self.outgoingip: ControlFile[tuple[str, ...]] = ControlFile(
+            c("outgoingip"), routes.parse_outgoingip, missing=())
         self.me = ControlFile(c("me"), lambda d: control.parse_single(d, name="me"),
                               missing=None)
         self.helohost = ControlFile(c("helohost"),

@@ -234,11 +234,11 @@ class MxResolver:
             ttl = DEFAULT_NEGATIVE_TTL
             for rrset in answer.response.authority:
                 if rrset.rdtype == dns.rdatatype.SOA:
-                    ttl = min(rrset.ttl, rrset[0].minimum)  # type: ignore[attr-defined]
+                    ttl = min(rrset.ttl, rrset[0].minimum)
             self._store(key, (), min(ttl, NEGATIVE_TTL))
             return ()
         if rdtype == "MX":
-            records = tuple(f"{r.preference} {r.exchange.to_text()}" for r in answer.rrset)  # type: ignore[attr-defined]
+            records = tuple(f"{r.preference} {r.exchange.to_text()}" for r in answer.rrset)
         else:
             records = tuple(r.to_text() for r in answer.rrset)
         self._store(key, records, min(answer.rrset.ttl, MAX_TTL))
@@ -251,7 +251,7 @@ class MxResolver:
 
 def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:
     try:
-        for response in exc.responses().values():
+        for response in exc.responses().values():  # type: ignore[no-untyped-call]
             for rrset in response.authority:
                 if rrset.rdtype == dns.rdatatype.SOA:
                     return int(min(rrset.ttl, rrset[0].minimum, NEGATIVE_TTL))
