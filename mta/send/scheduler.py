@@ -49,6 +49,7 @@ class Scheduler:
         self.messages: dict[str, MessageInfo] = {}
         self.inflight: dict[str, set[int]] = {}
         self._heap: list[tuple[int, str]] = []
+        self._scheduled: dict[str, int] = {}  # the one live heap entry per message
         self.ready: dict[str, deque[Job]] = {r: deque() for r in ROUTES}
 
     # --- membership ---------------------------------------------------------------------
@@ -60,13 +61,26 @@ class Scheduler:
     def remove(self, queue_id: str) -> None:
         self.messages.pop(queue_id, None)
         self.inflight.pop(queue_id, None)
+        self._scheduled.pop(queue_id, None)
 
-    def _reschedule(self, info: MessageInfo, *, at: int | None = None) -> None:
+    def _push(self, when: int, queue_id: str) -> None:
+        """Keep one live heap entry per message, at its earliest due time."""
+        current = self._scheduled.get(queue_id)
+        if current is not None and current <= when:
+            return
+        self._scheduled[queue_id] = when
+        heapq.heappush(self._heap, (when, queue_id))
+
+    def _reschedule(self, info: MessageInfo) -> None:
         busy = self.inflight.get(info.id, set())
         times = [r.next for i, r in enumerate(info.rcpts)
                  if r.state == "pending" and i not in busy]
         if times:
-            heapq.heappush(self._heap, (max(min(times), at or 0), info.id))
+            self._push(min(times), info.id)
+
+    @property
+    def heap_size(self) -> int:
+        return len(self._heap)
 
     def next_due(self) -> int | None:
         """The earliest due time in the heap (may be a stale entry), or None."""
@@ -77,10 +91,11 @@ class Scheduler:
         """Move every due recipient into jobs on the ready queues; return how many jobs."""
         made = 0
         while self._heap and self._heap[0][0] <= now:
-            _, qid = heapq.heappop(self._heap)
+            when, qid = heapq.heappop(self._heap)
             info = self.messages.get(qid)
-            if info is None:
-                continue
+            if info is None or self._scheduled.get(qid) != when:
+                continue  # stale: the message is gone or has an earlier entry
+            del self._scheduled[qid]
             busy = self.inflight[qid]
             groups: dict[tuple[str, str], list[int]] = {}
             later = False
@@ -114,7 +129,7 @@ class Scheduler:
         if info is None:
             return
         self.inflight[job.id].difference_update(job.indexes)
-        heapq.heappush(self._heap, (now + RETRY_UNAVAILABLE, job.id))
+        self._push(now + RETRY_UNAVAILABLE, job.id)
 
     # --- results --------------------------------------------------------------------------
     def apply(self, job: Job, results: Iterable[Result]) -> list[Event]:

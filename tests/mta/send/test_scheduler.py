@@ -131,3 +131,17 @@ def test_removed_message_jobs_are_dropped() -> None:
     s.collect(T0)
     s.remove("6565A1B20000A1F")
     assert s.take("local") is None
+
+
+def test_one_heap_entry_per_message_however_often_it_is_retried() -> None:
+    s = Scheduler(lifetime=DEFAULT_LIFETIME)
+    info = message("6565A1B20000A1F", ("a@example.com", "local"), ("x@r.example", "remote"))
+    s.add(info)
+    now = T0
+    for _ in range(30):
+        s.collect(now)
+        for route in ("local", "remote"):
+            for job in jobs(s, route):
+                s.apply(job, [TEMP] * len(job.indexes))
+        now = s.next_due() or now
+    assert s.heap_size <= 3
