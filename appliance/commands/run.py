@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     def log(text: str) -> None:
         print(f"postern: {text}", file=sys.stderr, flush=True)
 
-    if os.geteuid() == 0:
+    if os.geteuid() == 0 and not privilege_separation_blocked():
         # Daemons drop to their own users: make sure those exist and own their parts.
         from appliance.commands.init import InitError, secure_as_root
         try:
