@@ -41,10 +41,15 @@ def parse_targets(text: str) -> list[str]:
 
 
 def alias_graph(exclude_pk: int | None = None) -> dict[str, list[str]]:
-    """Every enabled alias and domain alias as edges (``@alias.example -> @real.example``)."""
+    """Every alias, domain alias (``@alias.example -> @real.example``) and mailbox (no edges)."""
     from webui.domains.models import DomainAlias
 
+    from webui.mailboxes.models import Mailbox
+
     edges: dict[str, list[str]] = {}
+    # A mailbox ends a chain: mail for it is delivered, not sent on to the catch-all.
+    for m in Mailbox.objects.select_related("domain"):
+        edges[m.address] = []
     for a in Alias.objects.select_related("domain").exclude(pk=exclude_pk):
         edges[a.source] = list(a.targets)
     for d in DomainAlias.objects.select_related("target"):
