@@ -156,3 +156,62 @@ def smtpd(tmp_path: Path) -> Iterator[Smtpd]:
     finally:
         daemon.stop()
         daemon.queue.kill()
+
+
+@pytest.fixture(scope="module")
+def shared_smtpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Smtpd]:
+    """One daemon pair for a whole module; tests must leave the control files as found."""
+    daemon = start_smtpd(tmp_path_factory.mktemp("shared") / "var")
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        daemon.queue.kill()
+
+
+class Raw:
+    """A byte-exact SMTP client over a real socket: send what you like, read replies."""
+
+    def __init__(self, address: tuple[str, int], *, greet: bool = True,
+                 source: str | None = None) -> None:
+        from mta.smtp.replies import ReplyParser
+        self.sock = socket.create_connection(address, timeout=20,
+                                             source_address=(source, 0) if source else None)
+        self.parser = ReplyParser()
+        self.greeting = self.reply() if greet else None
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self):  # type: ignore[no-untyped-def]
+        while True:
+            r = self.parser.next_reply()
+            if r is not None:
+                return r
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the server")
+            self.parser.feed(data)
+
+    def cmd(self, line: bytes | str):  # type: ignore[no-untyped-def]
+        self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return self.reply()
+
+    def closed(self) -> bool:
+        """True when the server has closed (reads EOF, after any pending replies)."""
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> "Raw":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
