@@ -62,6 +62,9 @@ def test_pip_install_gives_a_working_postern(tmp_path: Path) -> None:
                     "--no-build-isolation", str(wheel)], check=True, capture_output=True,
                    timeout=300)
 
+    # This checkout's own (editable) install is untouched: pip must never uninstall it.
+    assert list(Path(sysconfig.get_paths()["purelib"]).glob("__editable__*postern*"))
+
     # Postern's code and data come from the wheel, not from this checkout.
     where = subprocess.run([python, "-c", "import appliance, mta, webui; "
                             "print(appliance.__file__, mta.__file__, webui.__file__)"],
