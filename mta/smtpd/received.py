@@ -27,15 +27,17 @@ def sanitize(text: str, limit: int = 255) -> str:
 
 
 def received_line(*, helo: str | None, ip: str, me: str, esmtp: bool, tls: str | None,
-                  user: str | None, queue_hint: str = "", now: float | None = None) -> bytes:
+                  authenticated: bool = False, user: str | None = None, queue_hint: str = "",
+                  now: float | None = None) -> bytes:
     """One ``Received:`` header, CRLF-terminated, folded with tabs.
 
     ``protocol`` per RFC 3848: SMTP, ESMTP, ESMTPS (TLS), ESMTPA (AUTH), ESMTPSA.
+    ``user`` (the authenticated name) is shown only when given.
     """
     proto = "ESMTP" if esmtp else "SMTP"
     if esmtp and tls:
         proto += "S"
-    if esmtp and user is not None:
+    if esmtp and (authenticated or user is not None):
         proto += "A"
     literal = f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
     parts = [f"Received: from {sanitize(helo) if helo else 'unknown'} ({literal})"]

@@ -271,7 +271,8 @@ class Session:
             await inj.begin(sender, list(recipients), params)
             await inj.write(received_line(
                 helo=self.proto.helo, ip=self.ip, me=self.s.me, esmtp=self.proto.esmtp,
-                tls=self.tls_info, user=self.user if self.s.received_auth else None))
+                tls=self.tls_info, authenticated=self.user is not None,
+                user=self.user if self.s.received_auth else None))
         except QueueError as exc:
             log.warning("%s: queue refused the transaction at DATA: %s", self.ip, exc.text)
             return _queue_reply(exc)

@@ -1,0 +1,155 @@
+"""smtpd as a process: streaming (memory stays flat under a 50 MB message), worker
+processes sharing the listeners and the connection counts, DNSBL, orderly stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mta.smtpd.main import parse_hostport
+from tests import support
+from tests.mta.remote.helpers import dnsmasq
+from tests.mta.smtpd.conftest import ROOT, Raw, Smtpd, start_smtpd
+
+MB = 1024 * 1024
+
+
+def proc_status(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field}")
+
+
+def stream_message(d: Smtpd, size: int, rcpt: str = "<alice@mx.test>") -> int:
+    line = b"0123456789" * 7 + b"\r\n"  # 72 octets
+    block = line * (MB // len(line))
+    with Raw(d.smtp) as c:
+        c.cmd("EHLO client.test")
+        c.cmd("MAIL FROM:<big@sender.example>")
+        assert c.cmd(f"RCPT TO:{rcpt}").code == 250
+        assert c.cmd("DATA").code == 354
+        sent = 0
+        while sent < size:
+            c.send(block)
+            sent += len(block)
+        c.send(b".\r\n")
+        return int(c.reply().code)
+
+
+@pytest.mark.slow
+def test_50mb_message_does_not_grow_memory(smtpd: Smtpd) -> None:
+    assert stream_message(smtpd, 2 * MB) == 250  # warm up: code paths, buffers, the pool
+    peak_before = proc_status(smtpd.proc.pid, "VmHWM")
+    assert stream_message(smtpd, 50 * MB) == 250
+    growth = proc_status(smtpd.proc.pid, "VmHWM") - peak_before
+    assert growth < 8 * 1024, f"peak RSS grew by {growth} KiB for a 50 MB message"
+    sizes = sorted(len(data) for _, data in smtpd.messages())
+    assert sizes[-1] >= 50 * MB
+
+
+@pytest.mark.slow
+def test_50mb_over_databytes_is_552_without_holding_it(smtpd: Smtpd) -> None:
+    smtpd.control("databytes", str(10 * MB) + "\n")
+    assert stream_message(smtpd, 1 * MB) == 250
+    peak_before = proc_status(smtpd.proc.pid, "VmHWM")
+    assert stream_message(smtpd, 50 * MB) == 552
+    assert proc_status(smtpd.proc.pid, "VmHWM") - peak_before < 8 * 1024
+    assert len(smtpd.messages()) == 1
+
+
+def test_workers_share_listeners_and_connection_counts(tmp_path: Path) -> None:
+    d = start_smtpd(tmp_path / "var", workers=2, controls={"maxconnip": "3\n"})
+    try:
+        def worker_pids() -> list[int]:
+            out = subprocess.run(["pgrep", "-P", str(d.proc.pid)], capture_output=True,
+                                 text=True).stdout.split()
+            return [int(p) for p in out]
+        support.wait_for(lambda: len(worker_pids()) == 2, what="two workers")
+        support.wait_for(lambda: d.log_text().count("serving") == 2, what="workers serving")
+        held = [Raw(d.smtp) for _ in range(3)]  # spread over both workers by the kernel
+        with Raw(d.smtp, greet=False) as fourth:
+            assert fourth.reply().code == 421   # the limit counts every worker's sessions
+        for c in held:
+            c.cmd("QUIT")
+            c.close()
+        # a killed worker is replaced, and service goes on
+        victim = worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        support.wait_for(lambda: victim not in worker_pids() and len(worker_pids()) == 2,
+                         what="the worker to be replaced")
+        for _ in range(4):
+            with d.client() as c:
+                assert c.sendmail("a@sender.example", ["bob@mx.test"], b"Subject: w\r\n\r\nx\r\n") == {}
+        assert len(d.messages()) == 4
+    finally:
+        d.stop()
+        d.queue.kill()
+    assert d.proc.returncode == 0
+
+
+def test_dnsbl_listed_client_refused_at_rcpt(tmp_path: Path) -> None:
+    # 127.0.0.1 is listed: 1.0.0.127.bl.test has an A record in 127/8 and a TXT text.
+    with dnsmasq(tmp_path, "--address=/1.0.0.127.bl.test/127.0.0.2",
+                 "--txt-record=1.0.0.127.bl.test,Blocked see https://bl.test/") as (host, port):
+        d = start_smtpd(tmp_path / "var", controls={"dnsbl": "bl.test\n"},
+                        extra_args=("--dns", f"{host}:{port}"))
+        try:
+            with Raw(d.smtp) as c:
+                assert c.greeting.code == 220
+                c.cmd("EHLO client.test")
+                assert c.cmd("MAIL FROM:<a@sender.example>").code == 250
+                reply = c.cmd("RCPT TO:<alice@mx.test>")
+                assert reply.code == 451 and "Blocked see https://bl.test/" in reply.text
+            d.control("tcp.smtp", '127.:allow,RBLSMTPD=""\n')  # whitelisted
+            with Raw(d.smtp) as c:
+                c.cmd("EHLO client.test")
+                c.cmd("MAIL FROM:<a@sender.example>")
+                assert c.cmd("RCPT TO:<alice@mx.test>").code == 250
+            d.control("tcp.smtp", ":allow\n")
+            d.control("dnsbl", "other.test\n")  # not listed there
+            with Raw(d.smtp) as c:
+                c.cmd("EHLO client.test")
+                c.cmd("MAIL FROM:<a@sender.example>")
+                assert c.cmd("RCPT TO:<alice@mx.test>").code == 250
+        finally:
+            d.stop()
+            d.queue.kill()
+
+
+def test_sigterm_stops_cleanly(smtpd: Smtpd) -> None:
+    c = Raw(smtpd.smtp)
+    smtpd.proc.send_signal(signal.SIGTERM)
+    assert smtpd.proc.wait(20) == 0
+    c.close()
+
+
+def test_bad_arguments_and_busy_port(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "mta.smtpd", "--state", str(tmp_path / "var")]
+    none = subprocess.run(base, cwd=ROOT, capture_output=True, text=True)
+    assert none.returncode == 2 and "--smtp" in none.stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = subprocess.run(base + ["--smtp", f"127.0.0.1:{port}"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=30)
+    assert run.returncode == 111 and "cannot bind" in run.stderr
+
+
+@pytest.mark.parametrize("text,expected", [("127.0.0.1:25", ("127.0.0.1", 25)),
+                                           ("[::1]:587", ("::1", 587)), (":2525", ("0.0.0.0", 2525))])
+def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
+    assert parse_hostport(text) == expected
+
+
+@pytest.mark.parametrize("bad", ["127.0.0.1", "host:port", "h:99999", "h:٢٥"])
+def test_parse_hostport_refuses(bad: str) -> None:
+    with pytest.raises(ValueError):
+        parse_hostport(bad)
