@@ -18,23 +18,29 @@ from webui.core.scoping import object_domain
 
 def audit(user: Any, via: str, action: str, obj: Model, before: dict[str, Any] | None,
           after: dict[str, Any] | None, *, domain: str | None = None) -> AuditEntry:
+    """``user`` is a Django user, or a plain string naming who acted (the CLI's OS user)."""
     authenticated = user is not None and getattr(user, "is_authenticated", False)
+    name = user.get_username() if authenticated else (user if isinstance(user, str) else "system")
     return AuditEntry.objects.create(
         user=user if authenticated else None,
-        username=user.get_username() if authenticated else "system",
+        username=name[:150],
         via=via, action=action, model=obj._meta.model_name or "", object_id=str(obj.pk or ""),
         object_repr=str(obj)[:300], domain=domain if domain is not None else object_domain(obj),
         before=before, after=after,
     )
 
 
-def request_publish() -> None:
-    """Mark the configuration changed and publish after the current transaction commits."""
+def request_publish(*, enqueue: bool = True) -> None:
+    """Mark the configuration changed and publish after the current transaction commits.
+
+    The CLI passes ``enqueue=False``: it publishes itself, synchronously, before it returns.
+    """
     from webui.publish.models import ConfigVersion
     from webui.publish.tasks import publish_control_files
 
     ConfigVersion.bump()
-    publish_control_files.delay_on_commit()
+    if enqueue:
+        publish_control_files.delay_on_commit()
 
 
 def changed(user: Any, via: str, action: str, obj: Model, before: dict[str, Any] | None,
@@ -42,7 +48,7 @@ def changed(user: Any, via: str, action: str, obj: Model, before: dict[str, Any]
     """Record one change (``create``/``update``/``delete``) and schedule a publish."""
     after = None if action == "delete" else _audit_dict(obj)
     audit(user, via, action, obj, before, after, domain=domain)
-    request_publish()
+    request_publish(enqueue=via != "cli")
 
 
 def _audit_dict(obj: Model) -> dict[str, Any] | None:
