@@ -49,6 +49,7 @@ RETRY_SIDE_TASK: Final = 30.0  # seconds before retrying a bounce injection or a
 PREPROCESS_PARALLEL: Final = 16
 MAX_CONCURRENCY: Final = 10_000
 INFO_MODE: Final = 0o640
+SAVE_RETRY_MAX: Final = 5.0    # seconds between attempts to write queue/info on a full disk
 
 
 def _number(name: str, default: int, lo: int, hi: int) -> Callable[[bytes], int]:
@@ -133,10 +134,22 @@ class SendService:
         self.dlog.event(kind, **fields)
 
     async def save(self, info: MessageInfo) -> None:
+        """Persist ``info``; on a full disk (or any OS error) keep trying: nothing may be
+        acted on (bounce, clean) before the state that justifies it is on disk."""
         lock = self._locks.setdefault(info.id, asyncio.Lock())
+        delay = 0.1
         async with lock:
-            data = info.encode()  # the newest state, taken under the lock
-            await asyncio.to_thread(write_atomic, self.queue.info(info.id), data, INFO_MODE)
+            while True:
+                data = info.encode()  # the newest state, taken under the lock
+                try:
+                    await asyncio.to_thread(write_atomic, self.queue.info(info.id), data,
+                                            INFO_MODE)
+                    return
+                except OSError as exc:
+                    log.error("%s: cannot write the delivery state (%s); retrying in %.1f s",
+                              info.id, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, SAVE_RETRY_MAX)
 
     # --- startup and todo -----------------------------------------------------------------
     def _load_all(self) -> list[MessageInfo]:

@@ -132,3 +132,93 @@ def test_nothing_accepted_is_lost_while_daemons_are_killed(tmp_path: Path) -> No
         assert len(accepted) == MESSAGES
         assert not lost
         assert sum(kills.values()) >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_disk_full_is_4xx_at_the_door_and_nothing_is_lost(tmp_path: Path) -> None:
+    """queue/ on a small tmpfs: fill it mid-run, free it again; every 250 arrives."""
+    import subprocess
+    import tempfile
+
+    from tests.harness import _running, init
+    from tests.support import require_root
+
+    require_root("mounts a small tmpfs for the queue")
+    base = Path(tempfile.mkdtemp(prefix="postern-full-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    root = base / "var"
+    init(root, "--no-web")
+    queue = root / "queue"
+    st = os.stat(queue)
+    mounted = False
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o",
+                        f"size=24m,mode={st.st_mode & 0o7777:o},uid={st.st_uid},gid={st.st_gid}",
+                        "tmpfs", str(queue)], check=True)
+        mounted = True
+        with _running(root, tmp_path, smtp=True, submission=False, web=False, init_args=(),
+                      env=None, ready_timeout=90) as app:
+            mail = app.state.mail
+            control = app.state.control
+            (control / "locals").write_text("example.com\n")
+            (control / "rcpthosts").write_text("example.com\n")
+            (control / "mailboxes").write_text("joe@example.com\n")
+            host, port = app.listeners["smtp"]
+            refused: list[str] = []
+
+            def attempt(n: int) -> bool:
+                body = f"Subject: full {n}\r\n\r\n" + ("x" * 70 + "\r\n") * 30
+                try:
+                    with smtplib.SMTP(host, port, timeout=20) as s:
+                        s.sendmail("c@client.example", ["joe@example.com"], body)
+                    return True
+                except smtplib.SMTPResponseException as exc:
+                    assert 400 <= exc.smtp_code < 500, exc  # never a 5xx for a full disk
+                    refused.append(str(exc.smtp_code))
+                except (smtplib.SMTPException, OSError) as exc:
+                    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+                        codes = [c for c, _ in exc.recipients.values()]
+                        assert all(400 <= c < 500 for c in codes), exc
+                    refused.append(type(exc).__name__)
+                return False
+
+            wait_for(lambda: attempt(-1), timeout=30, what="first delivery")
+            accepted = [-1]
+            for n in range(50):
+                if attempt(n):
+                    accepted.append(n)
+            filler = queue / "filler"
+            with open(filler, "wb", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 64 * 1024)
+                except OSError:
+                    pass
+            full_refusals = 0
+            for n in range(50, 80):
+                if attempt(n):
+                    accepted.append(n)
+                else:
+                    full_refusals += 1
+            filler.unlink()
+            for n in range(80, 130):
+                wait_for(lambda n=n: attempt(n), timeout=30, what=f"message {n} after space")
+                accepted.append(n)
+
+            box = mail / "example.com" / "joe"
+
+            def subjects() -> Counter[int]:
+                got: Counter[int] = Counter()
+                if box.exists():
+                    for msg in mailbox.Maildir(box, create=False):
+                        got[int((msg["Subject"] or "full 0").split()[1])] += 1
+                return got
+            wait_for(lambda: all(subjects()[n] for n in accepted), timeout=60, interval=0.5,
+                     what="every accepted message delivered")
+            assert full_refusals > 0, "the disk never looked full at the door"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(queue)], check=False)
+        import shutil
+        shutil.rmtree(base, ignore_errors=True)
