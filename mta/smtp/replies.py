@@ -19,7 +19,7 @@ from typing import Final
 
 MAX_REPLY_LINE: Final = 512        # RFC 5321 §4.5.3.1.5, including CRLF
 MAX_REPLY_LINES: Final = 100       # a peer sending more is broken or hostile (client side)
-_CODE = re.compile(rb"([2-5][0-9][0-9])([ -])(.*)\Z", re.DOTALL)
+_CODE = re.compile(rb"([2-5][0-9][0-9])([ -]|\Z)(.*)\Z", re.DOTALL)  # RFC 5321 §4.2: text optional
 _ENHANCED = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}\Z")
 _BAD_TEXT = re.compile(r"[\x00-\x1f\x7f]")
 

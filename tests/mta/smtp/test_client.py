@@ -142,3 +142,15 @@ def test_data_encoding_is_safe_and_reversible(message: bytes, cuts: list[int]) -
     if normal and not normal.endswith(b"\r\n"):
         normal += b"\r\n"
     assert unstuffed == normal
+
+
+def test_a_reply_without_text_is_valid() -> None:
+    # RFC 5321 §4.2: Reply-line = *( Reply-code "-" [ textstring ] CRLF )
+    #                             Reply-code [ SP textstring ] CRLF
+    c = ClientProtocol()
+    c.receive_data(b"220\r\n")
+    cmd, reply = c.next_reply()  # type: ignore[misc]
+    assert reply.code == 220 and reply.lines == ("",)
+    c.ehlo("me")
+    c.receive_data(b"250-\r\n250 PIPELINING\r\n")
+    assert c.next_reply()[1].code == 250 and "PIPELINING" in c.extensions  # type: ignore[index]
