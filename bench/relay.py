@@ -13,6 +13,10 @@ a fresh ``smtp-sink -c`` on a free port; Postern's whole pipeline (``postern ini
 ``smtp-source -s CONCURRENCY -m N -f from@bench.local -t user@sink.test``; the clock runs
 from the start of smtp-source until the sink's ``mesg=`` counter reaches N. Prints each run,
 the medians with min-max, and the ratio Postern/Postfix.
+
+``--remote-only`` benches the remote daemon by itself: N messages stored in a queue
+directory, handed over ``run/remote.sock`` by CONCURRENCY connections (as send does), timed
+until all results are back and the sink has them.
 """
 
 from __future__ import annotations
@@ -116,13 +120,83 @@ def postfix(sink: Sink) -> Iterator[int]:
         yield pf.port
 
 
+def remote_only(n: int, concurrency: int) -> float:
+    """The remote daemon alone: N stored messages handed over remote.sock by CONCURRENCY
+    connections (as send would), timed until every result is back and the sink has N."""
+    import socket
+
+    from mta.common import ipc
+    from mta.common.frames import recv_frame
+    from mta.common.paths import StateDir
+    from mta.local.protocol import encode_job
+    from tests.mta.remote.helpers import store_message
+
+    sink = Sink()
+    with tempfile.TemporaryDirectory(prefix="postern-bench-remote-") as tmp:
+        state = StateDir.single(Path(tmp) / "var")
+        state.control.mkdir(parents=True)
+        state.queue.mkdir(parents=True)
+        (state.control / "smtproutes").write_text(f"{DOMAIN}:127.0.0.1:{sink.port}\n")
+        (state.control / "helohost").write_text("bench.local\n")
+        body = b"Subject: bench\r\n\r\n" + b"x" * 300 + b"\r\n"
+        ids = [store_message(state.queue, body) for _ in range(n)]
+        proc = subprocess.Popen([sys.executable, "-m", "mta.remote", "--state",
+                                 str(state.root), "--log-level", "WARNING"], cwd=ROOT)
+        try:
+            while not state.remote_socket.exists():
+                time.sleep(0.02)
+            time.sleep(0.2)
+            work = iter(ids)
+            lock = threading.Lock()
+            failures: list[str] = []
+
+            def worker() -> None:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(state.remote_socket))
+                    while True:
+                        with lock:
+                            qid = next(work, None)
+                        if qid is None:
+                            return
+                        s.sendall(encode_job(qid, b"from@bench.local", [f"user@{DOMAIN}".encode()]))
+                        frame = recv_frame(s, ipc.DELIVERY_SERVER_FRAMES)
+                        if frame is None or frame.type != ipc.J.DELIVERED.value:
+                            failures.append(repr(frame))
+            t0 = time.monotonic()
+            threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            t1 = sink.wait_for(n, timeout=max(120.0, n / 5))
+            if failures:
+                raise RuntimeError(f"{len(failures)} failed, e.g. {failures[0]}")
+            return t1 - t0
+        finally:
+            proc.terminate()
+            proc.wait(15)
+            sink.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", choices=["postern", "postfix"])
+    parser.add_argument("--remote-only", action="store_true",
+                        help="bench the remote daemon alone (jobs over remote.sock)")
     args = parser.parse_args()
+    if args.remote_only:
+        rates = []
+        for r in range(args.rounds):
+            seconds = remote_only(args.messages, args.concurrency)
+            rates.append(args.messages / seconds)
+            print(f"round {r + 1} remote alone: {args.messages} messages in {seconds:.2f} s = "
+                  f"{rates[-1]:.0f} msg/s", flush=True)
+        print(f"remote alone: median {statistics.median(rates):.0f} msg/s "
+              f"(min {min(rates):.0f}, max {max(rates):.0f}, {len(rates)} runs)")
+        return 0
     results: dict[str, list[float]] = {"postern": [], "postfix": []}
     for r in range(args.rounds):
         for name, server in (("postern", postern), ("postfix", postfix)):
