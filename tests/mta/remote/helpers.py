@@ -145,6 +145,7 @@ class SmtpTestServer:
         self.active = 0
         self.max_active = 0
         self.helo: list[bytes] = []
+        self.peers: list[str] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -172,9 +173,10 @@ class SmtpTestServer:
         self.sock.settimeout(0.1)
         while not self._stop.is_set():
             try:
-                conn, _ = self.sock.accept()
+                conn, peer = self.sock.accept()
             except (socket.timeout, OSError):
                 continue
+            self.peers.append(peer[0])
             self._conns.append(conn)
             t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             t.start()

@@ -349,3 +349,16 @@ def test_more_than_100_recipients_are_split_into_transactions(state: StateDir,
     assert kinds(got) == ["delivered"] * 250
     assert [len(t.rcpts) for t in server.transactions] == [100, 100, 50]
     assert server.connections == 1
+
+
+def test_ipv6_relay_and_outgoingip(state: StateDir, tmp_path: Path) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 in this kernel")  # pragma: no cover
+    with SmtpTestServer(host="::1") as v6, SmtpTestServer() as v4:
+        setup_state(state, f"six.test:[::1]:{v6.port}\nfour.test:127.0.0.1:{v4.port}\n",
+                    outgoingip="127.0.0.9\n::1")
+        d = Deliverer(RemoteConfig(state))
+        assert kinds(deliver(d, ["r@six.test"], message_file(tmp_path))) == ["delivered"]
+        assert kinds(deliver(d, ["r@four.test"], message_file(tmp_path))) == ["delivered"]
+    assert v6.peers == ["::1"] and len(v6.transactions) == 1
+    assert v4.peers == ["127.0.0.9"]  # the configured source address
