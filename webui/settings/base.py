@@ -150,6 +150,9 @@ SPECTACULAR_SETTINGS = {
 
 # Celery (webui/celery.py reads every CELERY_* name). Tasks are idempotent; acks_late is set
 # per task where a rerun changes nothing.
+# Each node consumes its own queue (DESIGN.md "Beyond one machine"); POSTERN_NODE names it.
+POSTERN_NODE = os.environ.get("POSTERN_NODE", "local")
+CELERY_TASK_DEFAULT_QUEUE = f"postern.{POSTERN_NODE}"
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

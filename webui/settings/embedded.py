@@ -29,4 +29,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "control_folder": str(BROKER_DIR / "control"),
     "store_processed": False,
 }
+# Producers (web, CLI) and the worker both need the folders; kombu does not create them.
+for _folder in (BROKER_DIR / "messages", BROKER_DIR / "control"):
+    try:
+        _folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # a process without write access to the state dir will say so when it sends
 CELERY_BEAT_SCHEDULE_FILENAME = str(STATE.run / "celerybeat-schedule")
