@@ -30,13 +30,12 @@ import enum
 import re
 from typing import Final
 
-from mta.common import ipc
-from mta.common.address import Address, AddressError, parse_domain_or_literal, parse_mailbox
 from mta.smtp import replies as R
 from mta.smtp.events import (
     NEED_DATA, Auth, AuthResponse, BadCommand, Data, DataChunk, Ehlo, EndOfData, Event, Helo,
     Help, MailFrom, Noop, Quit, RcptTo, Rset, StartTls, Vrfy, _NeedData,
 )
+from mta.smtp.paths import Refusal, parse_params, parse_path, split_path
 from mta.smtp.replies import Reply
 
 # --- limits ------------------------------------------------------------------------------
@@ -55,9 +54,6 @@ MAX_DOMAIN_ARG: Final = 255        # RFC 5321 §4.5.3.1.2, for HELO/EHLO
 MAX_ERRORS: Final = 20             # bad commands before the server should hang up
 
 _VERB = re.compile(rb"[A-Za-z]{1,12}")
-_PARAM = re.compile(rb"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?\Z")  # RFC 5321 §4.1.2
-_SIZE = re.compile(r"[0-9]{1,20}\Z")
-_XTEXT = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})*\Z")  # RFC 3461 §4
 _B64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}\Z")
 _HELO_ARG = re.compile(rb"[\x21-\x7e]{1,255}\Z")
 
@@ -317,7 +313,7 @@ class ServerProtocol:
             return BadCommand(refusal, name)
         try:
             return self._parse(kind, arg)
-        except _Refuse as exc:
+        except Refusal as exc:
             return BadCommand(exc.reply, name)
 
     def _parse(self, kind: type[Event], arg: bytes) -> Event:
@@ -329,12 +325,12 @@ class ServerProtocol:
             return self._parse_rcpt(arg)
         if kind in (Data, Rset, Quit, StartTls):
             if arg.strip(b" "):
-                raise _Refuse(R.NO_ARGUMENT)
+                raise Refusal(R.NO_ARGUMENT)
             if kind is StartTls:
                 if self.tls_active:
-                    raise _Refuse(R.ALREADY_TLS)
+                    raise Refusal(R.ALREADY_TLS)
                 if not (self.starttls_offered and self.esmtp):
-                    raise _Refuse(R.NOT_IMPLEMENTED)
+                    raise Refusal(R.NOT_IMPLEMENTED)
             return kind()
         if kind is Noop:
             return Noop()
@@ -345,65 +341,34 @@ class ServerProtocol:
         raise LocalProtocolError(f"no parser for {kind.__name__}")  # pragma: no cover
 
     def _parse_mail(self, arg: bytes) -> MailFrom:
-        path, params = _split_path(arg, b"FROM:", R.MAIL_SYNTAX)
-        parsed = self._parse_params(params, mail=True)
+        path, params = split_path(arg, b"FROM:", R.MAIL_SYNTAX)
+        parsed = parse_params(params, mail=True, esmtp=self.esmtp, smtputf8=self.smtputf8)
         utf8 = "SMTPUTF8" in parsed
-        sender = None if path == b"" else _parse_path(path, utf8, R.BAD_SENDER_SYNTAX)
+        sender = None if path == b"" else parse_path(path, utf8, R.BAD_SENDER_SYNTAX)
         self.transaction_smtputf8 = utf8
         return MailFrom(sender, parsed)
 
     def _parse_rcpt(self, arg: bytes) -> RcptTo:
-        path, params = _split_path(arg, b"TO:", R.RCPT_SYNTAX)
-        parsed = self._parse_params(params, mail=False)
+        path, params = split_path(arg, b"TO:", R.RCPT_SYNTAX)
+        parsed = parse_params(params, mail=False, esmtp=self.esmtp, smtputf8=self.smtputf8)
         if path == b"":
-            raise _Refuse(R.NULL_RECIPIENT)
+            raise Refusal(R.NULL_RECIPIENT)
         if path.lower() == b"postmaster":
             return RcptTo(None, parsed)
-        return RcptTo(_parse_path(path, self.transaction_smtputf8, R.BAD_RECIPIENT_SYNTAX),
+        return RcptTo(parse_path(path, self.transaction_smtputf8, R.BAD_RECIPIENT_SYNTAX),
                       parsed)
-
-    def _parse_params(self, raw: list[bytes], *, mail: bool) -> dict[str, str | None]:
-        out: dict[str, str | None] = {}
-        for item in raw:
-            m = _PARAM.match(item)
-            if m is None:
-                raise _Refuse(R.PARAM_SYNTAX)
-            key = m.group(1).decode("ascii").upper()
-            value = m.group(2).decode("ascii") if m.group(2) is not None else None
-            if key in out:
-                raise _Refuse(R.PARAM_SYNTAX.with_text(f"duplicate parameter {key}"))
-            if not mail or not self.esmtp:
-                raise _Refuse(R.PARAM_NOT_IMPLEMENTED)
-            if key == "SIZE":
-                if value is None or not _SIZE.match(value):
-                    raise _Refuse(R.PARAM_SYNTAX.with_text("SIZE needs a decimal number"))
-            elif key == "BODY":
-                if value is None or value.upper() not in ("7BIT", "8BITMIME"):
-                    raise _Refuse(R.PARAM_NOT_IMPLEMENTED.with_text(
-                        "BODY must be 7BIT or 8BITMIME"))
-                value = value.upper()
-            elif key == "SMTPUTF8":
-                if value is not None or not self.smtputf8:
-                    raise _Refuse(R.PARAM_NOT_IMPLEMENTED.with_text("SMTPUTF8 takes no value"))
-            elif key == "AUTH":
-                value = _decode_xtext(value)
-            else:
-                raise _Refuse(R.PARAM_NOT_IMPLEMENTED.with_text(
-                    f"parameter {key} not supported"))
-            out[key] = value
-        return out
 
     def _parse_auth(self, arg: bytes) -> Auth:
         if self.authenticated:
-            raise _Refuse(R.ALREADY_AUTH)
+            raise Refusal(R.ALREADY_AUTH)
         if not self.auth_mechanisms or not self.esmtp:
-            raise _Refuse(R.AUTH_NOT_OFFERED)
+            raise Refusal(R.AUTH_NOT_OFFERED)
         parts = arg.split(b" ")
         if not 1 <= len(parts) <= 2 or not parts[0]:
-            raise _Refuse(R.SYNTAX)
+            raise Refusal(R.SYNTAX)
         mechanism = parts[0].decode("ascii", "replace").upper()
         if mechanism not in self.auth_mechanisms:
-            raise _Refuse(R.AUTH_MECHANISM)
+            raise Refusal(R.AUTH_MECHANISM)
         initial: bytes | None = None
         if len(parts) == 2:
             initial = b"" if parts[1] == b"=" else _decode_b64(parts[1])
@@ -415,7 +380,7 @@ class ServerProtocol:
             return BadCommand(R.AUTH_CANCELLED, "AUTH")
         try:
             return AuthResponse(_decode_b64(line))
-        except _Refuse as exc:
+        except Refusal as exc:
             self.state = State.READY
             return BadCommand(exc.reply, "AUTH")
 
@@ -488,98 +453,23 @@ class ServerProtocol:
         return out
 
 
-class _Refuse(Exception):
-    def __init__(self, reply: Reply) -> None:
-        super().__init__(reply.text)
-        self.reply = reply
-
-
 def _parse_helo(arg: bytes) -> str:
     arg = arg.strip(b" ")
     if not _HELO_ARG.match(arg):
-        raise _Refuse(R.HELO_SYNTAX)
+        raise Refusal(R.HELO_SYNTAX)
     return arg.decode("ascii")
 
 
 def _ascii_text(arg: bytes) -> str:
     if not arg.isascii():
-        raise _Refuse(R.EIGHT_BIT_COMMAND)
+        raise Refusal(R.EIGHT_BIT_COMMAND)
     return arg.decode("ascii").strip()
-
-
-def _split_path(arg: bytes, keyword: bytes, syntax: Reply) -> tuple[bytes, list[bytes]]:
-    """``FROM:<path> params`` -> (path inside the brackets, parameter words)."""
-    if arg[: len(keyword)].upper() != keyword:
-        raise _Refuse(syntax)
-    rest = arg[len(keyword):].lstrip(b" ")  # tolerated: "MAIL FROM: <a@b>"
-    if not rest.startswith(b"<"):
-        raise _Refuse(syntax.with_text("address must be in angle brackets <...>"))
-    close = rest.find(b">")
-    if close < 0:
-        raise _Refuse(syntax.with_text("missing closing angle bracket"))
-    path = rest[1:close]
-    if b'"' in path:  # a quoted local part may contain ">": find the real close
-        close = _closing_bracket(rest)
-        path = rest[1:close]
-    tail = rest[close + 1:]
-    if tail and not tail.startswith(b" "):
-        raise _Refuse(syntax.with_text("text after the closing angle bracket"))
-    params = [p for p in tail.split(b" ") if p]
-    if len(path) > ipc.MAX_ADDRESS:
-        raise _Refuse(R.ADDRESS_TOO_LONG)
-    return path, params
-
-
-def _closing_bracket(rest: bytes) -> int:
-    quoted = escaped = False
-    for i in range(1, len(rest)):
-        c = rest[i]
-        if escaped:
-            escaped = False
-        elif c == 0x5C and quoted:
-            escaped = True
-        elif c == 0x22:
-            quoted = not quoted
-        elif c == 0x3E and not quoted:
-            return i
-    raise _Refuse(R.SYNTAX.with_text("unbalanced quotes or missing closing angle bracket"))
-
-
-_ROUTE = re.compile(rb"@[^,:@ ]+(?:,@[^,:@ ]+)*:")  # RFC 5321 §4.1.2 A-d-l, then ":"
-
-
-def _parse_path(path: bytes, smtputf8: bool, bad: Reply) -> Address:
-    """A Mailbox, after dropping a source route (RFC 5321 §4.1.2, accept and ignore §C)."""
-    m = _ROUTE.match(path)
-    if m:
-        for hop in path[1:m.end() - 1].split(b",@"):
-            try:
-                parse_domain_or_literal(hop, smtputf8=smtputf8)
-            except AddressError as exc:
-                raise _Refuse(bad.with_text(f"bad source route: {exc}")) from exc
-        path = path[m.end():]
-    if not smtputf8 and not path.isascii():
-        raise _Refuse(R.NEEDS_SMTPUTF8)
-    try:
-        return parse_mailbox(path, smtputf8=smtputf8)
-    except AddressError as exc:
-        raise _Refuse(bad.with_text(f"{bad.text}: {exc}")) from exc
-
-
-def _decode_xtext(value: str | None) -> str:
-    """RFC 3461 §4 xtext; control characters after decoding are refused (PITFALLS.md)."""
-    if value is None or not _XTEXT.match(value):
-        raise _Refuse(R.PARAM_SYNTAX.with_text("AUTH= needs an xtext value"))
-    decoded = re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in decoded):
-        raise _Refuse(R.PARAM_SYNTAX.with_text("control character in AUTH= value"))
-    return decoded
 
 
 def _decode_b64(raw: bytes) -> bytes:
     if not _B64.match(raw) or len(raw) % 4:
-        raise _Refuse(R.AUTH_BAD_BASE64)
+        raise Refusal(R.AUTH_BAD_BASE64)
     try:
         return base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise _Refuse(R.AUTH_BAD_BASE64) from exc
+        raise Refusal(R.AUTH_BAD_BASE64) from exc
