@@ -8,6 +8,7 @@ it is hashed by Django, never logged.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 
 def setup(settings_module: str = "webui.settings.embedded") -> None:
@@ -21,17 +22,21 @@ def setup(settings_module: str = "webui.settings.embedded") -> None:
 
 
 def prepare_database(verbosity: int = 0) -> None:
-    """Create the database file's folder and apply every migration (idempotent)."""
+    """Create the database file's folder, apply every migration and, the first time, adopt
+    the control files already in control/ (idempotent)."""
     setup()
     from django.conf import settings
     from django.core.management import call_command
 
     db = settings.DATABASES["default"]
     if db["ENGINE"].endswith("sqlite3") and db["NAME"] != ":memory:":
-        from pathlib import Path
-
         Path(db["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     call_command("migrate", interactive=False, verbosity=verbosity)
+    # Keep what `postern init` wrote (me, locals, tcp.smtp, ...) as the first configuration,
+    # so the first publish does not replace it with an empty one.
+    from webui.publish.importer import adopt_control_files
+
+    adopt_control_files(Path(settings.POSTERN_CONTROL_DIR))
 
 
 def ensure_admin(username: str, password: str) -> bool:
