@@ -82,6 +82,11 @@ class TcpRules:
     default: Rule | None = None
     count: int = 0
 
+    @property
+    def uses_names(self) -> bool:
+        """True when some rule can only match a client's reverse name."""
+        return bool(self.hosts or self.suffixes or self.any_host is not None)
+
     def lookup(self, ip: str | IPAddress, host: str | None = None) -> Rule:
         """The rule for a client; ``host`` is its verified reverse name, if known."""
         addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip

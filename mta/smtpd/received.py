@@ -27,6 +27,7 @@ def sanitize(text: str, limit: int = 255) -> str:
 
 
 def received_line(*, helo: str | None, ip: str, me: str, esmtp: bool, tls: str | None,
+                  host: str | None = None,
                   authenticated: bool = False, user: str | None = None, queue_hint: str = "",
                   now: float | None = None) -> bytes:
     """One ``Received:`` header, CRLF-terminated, folded with tabs.
@@ -40,7 +41,8 @@ def received_line(*, helo: str | None, ip: str, me: str, esmtp: bool, tls: str |
     if esmtp and (authenticated or user is not None):
         proto += "A"
     literal = f"[IPv6:{ip}]" if ":" in ip else f"[{ip}]"
-    parts = [f"Received: from {sanitize(helo) if helo else 'unknown'} ({literal})"]
+    tcp_info = f"{sanitize(host)} {literal}" if host else literal
+    parts = [f"Received: from {sanitize(helo) if helo else 'unknown'} ({tcp_info})"]
     if user:
         parts.append(f"\t(authenticated as {sanitize(user)})")
     parts.append(f"\tby {sanitize(me)} (Postern) with {proto}"

@@ -29,6 +29,7 @@ from mta.smtp import replies as R
 from mta.smtpd.connection import Connection
 from mta.smtpd.controls import AUTH_WINDOW, Controls
 from mta.smtpd.limits import AuthLimiter, ConnectionCounter
+from mta.smtpd.rdns import ReverseResolver
 from mta.smtpd.session import Session, Shared
 
 log = logging.getLogger("postern.smtpd")
@@ -71,7 +72,8 @@ class Server:
         self.shared = Shared(queue_socket=state.queue_socket, address_book=book.get,
                              tls=tls_context(state), dnsbl=DnsblChecker(dns_servers),
                              auth_limiter=AuthLimiter(AUTH_WINDOW),
-                             auth_pool=ThreadPoolExecutor(AUTH_THREADS, "auth"))
+                             auth_pool=ThreadPoolExecutor(AUTH_THREADS, "auth"),
+                             rdns=ReverseResolver(dns_servers))
         self._sessions: set[asyncio.Task[None]] = set()
         self._servers: list[asyncio.AbstractServer] = []
 

@@ -39,6 +39,7 @@ from mta.smtp.replies import Reply
 from mta.smtpd.connection import Closed, Connection
 from mta.smtpd.controls import Settings
 from mta.smtpd.limits import AuthLimiter
+from mta.smtpd.rdns import ReverseResolver
 from mta.smtpd.received import HopCounter, received_line
 
 log = logging.getLogger("postern.smtpd")
@@ -66,6 +67,7 @@ class Shared:
     dnsbl: DnsblChecker
     auth_limiter: AuthLimiter
     auth_pool: Executor
+    rdns: ReverseResolver
 
 
 @dataclass
@@ -95,6 +97,7 @@ class Session:
                                              and addr.ipv4_mapped is not None
                                              and addr.ipv4_mapped.is_loopback)
         self.relayclient = "RELAYCLIENT" in env
+        self.host: str | None = None             # verified reverse name, when looked up
         self.user: str | None = None
         self.tls_info: str | None = None
         self.block: Reply | None = None          # DNSBL / RBLSMTPD refusal for RCPT
@@ -142,6 +145,8 @@ class Session:
         if self.proto.early_talker:
             log.info("%s: early talker refused", self.ip)
             self.conn.write(self.proto.greet(R.EARLY_TALKER))
+            return False
+        if self.s.rules.uses_names and not await self._host_rules():
             return False
         await self._check_dnsbl()
         greeting = self.env.get("SMTPGREETING") or self.s.greeting
@@ -270,7 +275,8 @@ class Session:
                                             timeout=self.s.timeout)
             await inj.begin(sender, list(recipients), params)
             await inj.write(received_line(
-                helo=self.proto.helo, ip=self.ip, me=self.s.me, esmtp=self.proto.esmtp,
+                helo=self.proto.helo, host=self.host, ip=self.ip, me=self.s.me,
+                esmtp=self.proto.esmtp,
                 tls=self.tls_info, authenticated=self.user is not None,
                 user=self.user if self.s.received_auth else None))
         except QueueError as exc:
@@ -406,6 +412,20 @@ class Session:
         if self.auth_failures >= MAX_AUTH_FAILURES_PER_SESSION:
             return R.TOO_MANY_ERRORS
         return R.AUTH_FAILED
+
+    async def _host_rules(self) -> bool:
+        """Look the rules up again with the client's verified name; False if denied."""
+        self.host = await self.shared.rdns.name_of(self.ip)
+        if self.host is None:
+            return True
+        rule = self.s.rules.lookup(self.ip, self.host)
+        if not rule.allow:
+            log.info("%s (%s): denied by tcp.smtp rule %s", self.ip, self.host, rule.source)
+            self.conn.write(self.proto.greet(R.ACCESS_DENIED))
+            return False
+        self.env = dict(rule.env)
+        self.relayclient = "RELAYCLIENT" in self.env
+        return True
 
     # --- DNSBL --------------------------------------------------------------------------
     async def _check_dnsbl(self) -> None:

@@ -153,3 +153,42 @@ def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
 def test_parse_hostport_refuses(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_hostport(bad)
+
+
+def test_host_rules_use_a_confirmed_reverse_name(tmp_path: Path) -> None:
+    # dnsmasq's host-record gives 127.0.0.1 both PTR and A: the name is confirmed.
+    with dnsmasq(tmp_path, "--host-record=relay.trusted.test,127.0.0.1") as (host, port):
+        d = start_smtpd(tmp_path / "var", extra_args=("--dns", f"{host}:{port}"),
+                        controls={"tcp.smtp": '=.trusted.test:allow,RELAYCLIENT=""\n:allow\n'})
+        try:
+            with Raw(d.smtp) as c:
+                c.cmd("EHLO client.test")
+                c.cmd("MAIL FROM:<a@sender.example>")
+                assert c.cmd("RCPT TO:<victim@example.net>").code == 250
+                c.cmd("DATA")
+                c.send(b"Subject: r\r\n\r\nx\r\n.\r\n")
+                assert c.reply().code == 250
+            [(_, data)] = d.messages()
+            assert data.startswith(b"Received: from client.test (relay.trusted.test [127.0.0.1])")
+            d.control("tcp.smtp", "=relay.trusted.test:deny\n:allow\n")
+            with Raw(d.smtp) as c:
+                assert c.greeting.code == 554
+        finally:
+            d.stop()
+            d.queue.kill()
+
+
+def test_unconfirmed_reverse_name_is_not_used(tmp_path: Path) -> None:
+    # PTR says relay.trusted.test, but that name's A record is another address.
+    with dnsmasq(tmp_path, "--ptr-record=1.0.0.127.in-addr.arpa,relay.trusted.test",
+                 "--address=/relay.trusted.test/192.0.2.99") as (host, port):
+        d = start_smtpd(tmp_path / "var", extra_args=("--dns", f"{host}:{port}"),
+                        controls={"tcp.smtp": '=.trusted.test:allow,RELAYCLIENT=""\n:allow\n'})
+        try:
+            with Raw(d.smtp) as c:
+                c.cmd("EHLO client.test")
+                c.cmd("MAIL FROM:<a@sender.example>")
+                assert c.cmd("RCPT TO:<victim@example.net>").code == 553
+        finally:
+            d.stop()
+            d.queue.kill()
