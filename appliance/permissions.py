@@ -77,7 +77,7 @@ def _match(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
 
 
 D, F, S, P = Kind.DIR, Kind.FILE, Kind.SOCKET, Kind.FIFO
-ALL, LOG = u.GROUP_ALL, u.GROUP_LOG
+ALL, LOG, QREAD = u.GROUP_ALL, u.GROUP_LOG, u.GROUP_QREAD
 
 # First matching row wins, so specific rows come before the catch-alls of their part.
 # "parent" is /etc/postern in the FHS layout (the single folder has no such part).
@@ -92,7 +92,8 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("root", "secret_key", F, u.WEB, u.WEB, 0o640, "Django's key: web and worker read it"),
     Rule("root", "broker", D, u.WEB, u.WEB, 0o2770, "embedded Celery broker: web and worker"),
     Rule("root", "broker/**", D, u.WEB, u.WEB, 0o2770, "embedded Celery broker"),
-    Rule("root", "broker/**", F, u.WEB, u.WEB, 0o660, "a broker message", exact=False),
+    Rule("root", "broker/**", F, f"{u.WEB}|{u.ADMIN}", u.WEB, 0o660, "a broker message",
+         exact=False),
 
     Rule("control", "", D, u.ADMIN, ALL, 0o750, "only worker writes; daemons read"),
     Rule("control", "passwd", F, u.ADMIN, u.SMTPD, 0o640, "password hashes: smtpd (AUTH) only"),
@@ -102,24 +103,28 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("tls", "", D, u.ADMIN, u.SMTPD, 0o750, "worker installs keys; smtpd reads them"),
     Rule("tls", "*", F, u.ADMIN, u.SMTPD, 0o640, "key and certificate"),
 
-    Rule("queue", "", D, u.QUEUE, u.QUEUE, 0o750,
-         "queue writes; send, local, remote read (group postern-queue); smtpd, web: nothing"),
-    Rule("queue", "split", F, u.QUEUE, u.QUEUE, 0o644, "split count, fixed at init"),
+    # New files are written in tmp/ (setgid: they get the group postern-qread) and renamed
+    # into mess/ and todo/; send removes todo entries and keeps info/, which clean removes.
+    Rule("queue", "", D, u.QUEUE, QREAD, 0o750,
+         "queue writes; send, local, remote read (group postern-qread); smtpd, web: nothing"),
+    Rule("queue", "split", F, u.QUEUE, QREAD, 0o644, "split count, fixed at init"),
     Rule("queue", "lock", F, u.QUEUE, u.QUEUE, 0o600, "flock()ed by the one queue writer"),
-    Rule("queue", "tmp", D, u.QUEUE, u.QUEUE, 0o700, "messages being received"),
-    Rule("queue", "tmp/*", F, u.QUEUE, u.QUEUE, 0o600, "a message being received"),
-    Rule("queue", "mess", D, u.QUEUE, u.QUEUE, 0o750, "message bodies"),
-    Rule("queue", "mess/*", D, u.QUEUE, u.QUEUE, 0o750, "split directory"),
-    Rule("queue", "mess/*/*", F, u.QUEUE, u.QUEUE, 0o640, "a message: local, remote read it"),
-    Rule("queue", "todo", D, u.QUEUE, u.QUEUE, 0o750, "committed envelopes"),
-    Rule("queue", "todo/*", D, u.QUEUE, u.QUEUE, 0o750, "split directory"),
-    Rule("queue", "todo/*/*", F, u.QUEUE, u.QUEUE, 0o640, "an envelope: send reads it"),
-    Rule("queue", "info", D, u.SEND, u.SEND, 0o700, "delivery state: send only"),
-    Rule("queue", "info/*", D, u.SEND, u.SEND, 0o700, "split directory"),
-    Rule("queue", "info/*/*", F, u.SEND, u.SEND, 0o600, "one message's delivery state"),
-    Rule("queue", "*", D, u.SEND, u.SEND, 0o700, "further scheduler state (send only)"),
-    Rule("queue", "*/**", D, u.SEND, u.SEND, 0o700, "further scheduler state (send only)"),
-    Rule("queue", "*/**", F, u.SEND, u.SEND, 0o600, "further scheduler state (send only)"),
+    Rule("queue", "tmp", D, u.QUEUE, QREAD, 0o2700,
+         "messages being received: queue only; setgid so they get the group postern-qread"),
+    Rule("queue", "tmp/*", F, u.QUEUE, QREAD, 0o640, "a message being received", exact=False),
+    Rule("queue", "mess", D, u.QUEUE, QREAD, 0o750, "message bodies"),
+    Rule("queue", "mess/*", D, u.QUEUE, QREAD, 0o750, "split directory; clean removes"),
+    Rule("queue", "mess/*/*", F, u.QUEUE, QREAD, 0o640, "a message: send, local, remote read it"),
+    Rule("queue", "todo", D, u.QUEUE, u.SEND, 0o750, "committed envelopes"),
+    Rule("queue", "todo/*", D, u.QUEUE, u.SEND, 0o770, "split directory; send removes entries"),
+    Rule("queue", "todo/*/*", F, u.QUEUE, QREAD, 0o640, "an envelope: send reads it"),
+    Rule("queue", "info", D, u.SEND, u.QUEUE, 0o750, "delivery state: send's"),
+    Rule("queue", "info/*", D, u.SEND, u.QUEUE, 0o770, "split directory; clean removes entries"),
+    Rule("queue", "info/*/*", F, u.SEND, u.SEND, 0o640, "one message's delivery state",
+         exact=False),
+    Rule("queue", "*", D, u.SEND, u.QUEUE, 0o750, "further scheduler state (send's)"),
+    Rule("queue", "*/*", D, u.SEND, u.QUEUE, 0o770, "further scheduler state; clean removes"),
+    Rule("queue", "*/**", F, u.SEND, u.SEND, 0o640, "further scheduler state", exact=False),
 
     Rule("mail", "", D, u.VMAIL, u.VMAIL, 0o700, "Maildirs: local writes, nobody else reads"),
     Rule("mail", "**", D, u.VMAIL, u.VMAIL, 0o700, "a domain, a mailbox, tmp/new/cur"),
@@ -133,7 +138,7 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("run", ipc.LOCAL_SOCKET, S, u.VMAIL, ALL, 0o660, "send hands local deliveries"),
     Rule("run", ipc.REMOTE_SOCKET, S, u.REMOTE, ALL, 0o660, "send hands remote deliveries"),
     Rule("run", ipc.CLEAN_SOCKET, S, u.QUEUE, ALL, 0o660, "send asks for removal"),
-    Rule("run", ipc.TRIGGER_FIFO, P, u.SEND, ALL, 0o620, "queue pokes send after a commit"),
+    Rule("run", ipc.TRIGGER_FIFO, P, u.SEND, ALL, 0o660, "queue pokes send after a commit"),
     Rule("run", "celerybeat-schedule*", F, u.ADMIN, ALL, 0o640, "Celery beat's schedule",
          exact=False),
 
@@ -298,8 +303,8 @@ def audit(state: StateDir, ids: IdMap | None, *, require_all: bool = True) -> li
         except LookupError as exc:
             problems.append(Problem(found.path, str(exc)))
             continue
-        if kind is Kind.SOCKET:
-            want_uids.add(0)  # bound by a daemon `postern run` started as root, before it dropped
+        if kind in (Kind.SOCKET, Kind.FIFO):
+            want_uids.add(0)  # made by a daemon `postern run` started as root, before it dropped
         if st.st_uid not in want_uids or st.st_gid != want_gid:
             problems.append(Problem(
                 found.path, f"owner {ids.user_name(st.st_uid)}:{ids.group_name(st.st_gid)}, "
@@ -331,7 +336,7 @@ def apply(state: StateDir, ids: IdMap, *, create: bool = True) -> list[str]:
             continue
         st = found.st
         allowed = {ids.uid(name) for name in rule.owners}
-        if rule.kind is Kind.SOCKET:
+        if rule.kind in (Kind.SOCKET, Kind.FIFO):
             allowed.add(0)
         uid = st.st_uid if st.st_uid in allowed else ids.uid(rule.owners[0])
         gid = ids.gid(rule.group)
@@ -357,6 +362,9 @@ def tmpfiles_lines(state: StateDir) -> list[str]:
     for name, path in part_paths(state).items():
         rule = directory_rule(name)
         lines.append(f"d {path} {rule.mode:04o} {rule.owner} {rule.group} -")
+    fifo = rule_for("run", (ipc.TRIGGER_FIFO,), Kind.FIFO)
+    assert fifo is not None
+    lines.append(f"p {state.trigger} {fifo.mode:04o} {fifo.owners[0]} {fifo.group} -")
     return lines
 
 
@@ -426,3 +434,103 @@ if __name__ == "__main__":  # python -m appliance.permissions docs/internals.md
 
     for name in sys.argv[1:]:
         print(f"{name}: {'updated' if update_docs(Path(name)) else 'up to date'}")
+
+
+# --- a root-run state directory (postern init / postern run as root) ------------------------
+
+class UnreachableState(RuntimeError):
+    """A parent directory keeps the daemons' users out of the state directory."""
+
+
+def closed_ancestors(path: Path) -> list[Path]:
+    """Parents of ``path`` that other users cannot traverse (no ``o+x``)."""
+    out = []
+    for parent in Path(path).absolute().parents:
+        try:
+            if not os.stat(parent).st_mode & stat.S_IXOTH:
+                out.append(parent)
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def unreachable(state: StateDir) -> str | None:
+    """Why the daemons' users could not work in ``state`` after dropping root, or None.
+
+    They must traverse every parent of the state directory, and read the Python installation
+    and Postern itself: a daemon imports modules lazily long after it dropped root.
+    """
+    import sysconfig
+
+    import mta
+
+    paths = {"the state directory": state.root, "run/": state.run,
+             "Python's standard library": Path(sysconfig.get_paths()["stdlib"]),
+             "the installed packages": Path(sysconfig.get_paths()["purelib"]),
+             "Postern's code": Path(mta.__file__).parent}
+    for what, path in paths.items():
+        closed = closed_ancestors(path)
+        if closed:
+            mode = stat.S_IMODE(os.stat(closed[-1]).st_mode)
+            return (f"{closed[-1]} is mode {mode:04o}, so the daemons' users could not reach "
+                    f"{what} ({path}) after dropping root; use paths whose parents everyone "
+                    "may traverse (o+x)")
+    return None
+
+
+def secure(state: StateDir) -> list[str]:
+    """Run as root: create the users if missing, then give ``state`` the table's owners and
+    modes. Refuses (``UnreachableState``) when the daemons' users could not reach the state
+    directory or the Python installation: every daemon would fail after dropping root."""
+    reason = unreachable(state)
+    if reason is not None:
+        raise UnreachableState(reason)
+    done = [f"created {item}" for item in u.ensure_system_users()]
+    done += make_secret_key(state)
+    done += make_broker(state)
+    done += apply(state, IdMap.system())
+    done += make_trigger(state, IdMap.system())
+    return done
+
+
+# kombu's filesystem transport folders of the embedded settings (webui/settings/embedded.py).
+BROKER_DIRS: Final = ("broker", "broker/messages", "broker/control")
+
+
+def make_broker(state: StateDir) -> list[str]:
+    """Create the embedded broker's folders now, so that ``apply`` makes them group-writable
+    for web and worker (kombu would create them with its umask, writable by one of them)."""
+    done = []
+    for name in BROKER_DIRS:
+        path = state.root / name
+        if state.root.is_dir() and not os.path.lexists(path):
+            os.mkdir(path, 0o700)
+            done.append(f"created {path}")
+    return done
+
+
+def make_secret_key(state: StateDir) -> list[str]:
+    """Create the web app's secret key now, as root, so that ``apply`` gives it to web (group:
+    the worker); made later by whichever of them starts first, the other could not read it."""
+    path = state.root / "secret_key"
+    if os.path.lexists(path) or not state.root.is_dir():
+        return []
+    try:
+        from webui.settings.base import secret_key_from_state
+    except ImportError:  # the web app is not installed: nobody needs a key
+        return []
+    secret_key_from_state(state)
+    return [f"created {path}"]
+
+
+def make_trigger(state: StateDir, ids: IdMap) -> list[str]:
+    """Create run/trigger with the table's owner and mode if it is missing, so that queue
+    (group postern) can poke send whichever of them starts first and whatever its umask."""
+    rule = rule_for("run", (ipc.TRIGGER_FIFO,), Kind.FIFO)
+    assert rule is not None
+    if os.path.lexists(state.trigger) or not state.run.is_dir():
+        return []
+    os.mkfifo(state.trigger, 0o600)
+    os.chown(state.trigger, ids.uid(rule.owners[0]), ids.gid(rule.group))
+    os.chmod(state.trigger, rule.mode)
+    return [f"created {state.trigger}"]

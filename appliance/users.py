@@ -28,6 +28,7 @@ from mta.common import ipc
 # Shared groups (the permission table in appliance/permissions.py says what each grants).
 GROUP_ALL: Final = "postern"          # read control/, connect to run/*.sock, bind in run/
 GROUP_LOG: Final = "postern-log"      # append to log/delivery.log
+GROUP_QREAD: Final = "postern-qread"  # read queued messages and envelopes (queue/mess, todo)
 HOME: Final = "/nonexistent"          # system users own no home (Debian's convention)
 NOLOGIN: Final = "/usr/sbin/nologin"
 SYSUSERS_NAME: Final = "postern.conf"
@@ -53,22 +54,22 @@ class Account:
 
 # Why each supplementary group (see docs/internals.md "Permissions"):
 #   postern       read control/, reach the sockets in run/
-#   postern-queue read queue/mess and queue/todo (send schedules, local and remote deliver)
+#   postern-qread read queue/mess and queue/todo (send schedules, local and remote deliver)
 #   postern-log   append to the delivery log (queue: received; send: the rest; admin reads it)
 #   postern-web   the embedded SQLite database (worker reads it; web owns it)
 #   postern-smtpd, postern-remote  let the worker give passwd / relayauth to their one reader
 ACCOUNTS: Final[tuple[Account, ...]] = (
     Account(SMTPD, "Postern SMTP server", (GROUP_ALL,)),
     Account(QUEUE, "Postern queue writer and cleaner", (GROUP_ALL, GROUP_LOG)),
-    Account(SEND, "Postern scheduler", (GROUP_ALL, QUEUE, GROUP_LOG)),
-    Account(VMAIL, "Postern local delivery (Maildirs)", (GROUP_ALL, QUEUE)),
-    Account(REMOTE, "Postern remote delivery", (GROUP_ALL, QUEUE)),
+    Account(SEND, "Postern scheduler", (GROUP_ALL, GROUP_QREAD, GROUP_LOG)),
+    Account(VMAIL, "Postern local delivery (Maildirs)", (GROUP_ALL, GROUP_QREAD)),
+    Account(REMOTE, "Postern remote delivery", (GROUP_ALL, GROUP_QREAD)),
     Account(WEB, "Postern web application", (GROUP_ALL,)),
     Account(ADMIN, "Postern publisher (celery worker)",
             (GROUP_ALL, WEB, SMTPD, REMOTE, GROUP_LOG)),
 )
 
-SHARED_GROUPS: Final[tuple[str, ...]] = (GROUP_ALL, GROUP_LOG)
+SHARED_GROUPS: Final[tuple[str, ...]] = (GROUP_ALL, GROUP_LOG, GROUP_QREAD)
 
 assert {a.name for a in ACCOUNTS} == set(ipc.DAEMON_USERS.values()), "an ipc user has no account"
 

@@ -44,6 +44,7 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, int, int, str]]:
 
 
 def test_install_into_a_tree_gives_every_path_its_table_row(tmp_path: Path) -> None:
+    host_accounts = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
     report = install.install(tmp_path, python=PYTHON, sendmail=OURS)
     assert report.changed
     ids = IdMap.tree(tmp_path)
@@ -58,7 +59,7 @@ def test_install_into_a_tree_gives_every_path_its_table_row(tmp_path: Path) -> N
         assert st.st_gid == ids.gid(rule.group), path
     assert permissions.audit(state, ids) == []
     # the host's account database is untouched: the users live in the tree only
-    assert "postern-queue" not in (Path("/etc/passwd").read_text())
+    assert (Path("/etc/passwd").read_text(), Path("/etc/group").read_text()) == host_accounts
 
 
 def test_install_writes_users_tmpfiles_units_and_sendmail(tmp_path: Path) -> None:

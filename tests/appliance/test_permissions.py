@@ -42,9 +42,9 @@ def test_table_names_only_known_users_and_groups() -> None:
 
 @pytest.mark.parametrize(("part", "rel", "kind", "owner", "mode"), [
     ("queue", ("mess", "7", "ABC"), Kind.FILE, users.QUEUE, 0o640),
-    ("queue", ("info", "7", "ABC"), Kind.FILE, users.SEND, 0o600),
-    ("queue", ("bounce",), Kind.DIR, users.SEND, 0o700),       # a kind SEND may add
-    ("queue", ("bounce", "3", "X"), Kind.FILE, users.SEND, 0o600),
+    ("queue", ("info", "7", "ABC"), Kind.FILE, users.SEND, 0o640),
+    ("queue", ("bounce",), Kind.DIR, users.SEND, 0o750),       # a kind SEND may add
+    ("queue", ("bounce", "3", "X"), Kind.FILE, users.SEND, 0o640),
     ("mail", ("example.org", "bob", "new", "1.2.host"), Kind.FILE, users.VMAIL, 0o600),
     ("control", ("passwd",), Kind.FILE, users.ADMIN, 0o640),
     ("control", ("me",), Kind.FILE, users.ADMIN, 0o640),
@@ -147,3 +147,18 @@ def test_single_user_audit_checks_only_extra_bits(tmp_path: Path) -> None:
     problems = permissions.audit(state, None)
     assert [p.path.name for p in problems] == ["passwd"]
     assert "grants more than 0640" in problems[0].text
+
+
+def test_a_state_directory_under_a_closed_parent_is_refused(tmp_path: Path) -> None:
+    closed = tmp_path / "closed"
+    (closed / "var").mkdir(parents=True)
+    os.chmod(closed, 0o700)
+    why = permissions.unreachable(StateDir.single(closed / "var"))
+    assert why is not None and f"{closed} is mode 0700" in why
+    with pytest.raises(permissions.UnreachableState, match="could not reach"):
+        permissions.secure(StateDir.single(closed / "var"))
+
+
+def test_tmpfiles_makes_the_trigger_fifo_at_boot() -> None:
+    lines = permissions.tmpfiles_lines(StateDir.fhs("/"))
+    assert "p /run/postern/trigger 0660 postern-send postern -" in lines
