@@ -471,10 +471,10 @@ def unreachable(state: StateDir) -> str | None:
     for what, path in paths.items():
         closed = closed_ancestors(path)
         if closed:
-            mode = stat.S_IMODE(os.stat(closed[-1]).st_mode)
-            return (f"{closed[-1]} is mode {mode:04o}, so the daemons' users could not reach "
-                    f"{what} ({path}) after dropping root; use paths whose parents everyone "
-                    "may traverse (o+x)")
+            modes = ", ".join(f"{c} is mode {stat.S_IMODE(os.stat(c).st_mode):04o}"
+                              for c in reversed(closed))
+            return (f"{modes}, so the daemons' users could not reach {what} ({path}) after "
+                    "dropping root; use paths whose parents everyone may traverse (o+x)")
     return None
 
 
