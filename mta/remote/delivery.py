@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -62,6 +63,17 @@ def _number(name: str, minimum: int, maximum: int) -> Callable[[bytes], int | No
     return parse
 
 
+def _private(path: os.PathLike[str] | str,
+             parse: Callable[[bytes], routes.RelayAuth]) -> Callable[[bytes], routes.RelayAuth]:
+    """Refuse a password file that every local user can read (it should be 0600/0640)."""
+    def check(data: bytes) -> routes.RelayAuth:
+        if os.stat(path).st_mode & 0o007:
+            raise control.ControlError(f"{os.fspath(path)} is accessible to other users "
+                                       "(chmod o-rwx, then save it again): its passwords are not used")
+        return parse(data)
+    return check
+
+
 class RemoteConfig:
     """Every control file ``remote`` reads, reloaded on change (``ControlFile``)."""
 
@@ -69,7 +81,8 @@ class RemoteConfig:
         c = state.control_file
         self.smtproutes = ControlFile(c("smtproutes"), routes.parse_smtproutes,
                                       missing=routes.NO_ROUTES)
-        self.relayauth = ControlFile(c("relayauth"), routes.parse_relayauth,
+        self.relayauth = ControlFile(c("relayauth"), _private(c("relayauth"),
+                                                              routes.parse_relayauth),
                                      missing=routes.NO_AUTH)
         self.tlspolicy = ControlFile(c("tlspolicy"), routes.parse_tlspolicy,
                                      missing=routes.DEFAULT_TLS)
@@ -93,9 +106,15 @@ class RemoteConfig:
             c("concurrencydestination"), _number("concurrencydestination", 1, MAX_CONCURRENCY),
             missing=None)
         self.cafile = cafile
+        self._fqdn: str | None = None
 
     def hello_name(self) -> str:
-        return self.helohost.get() or self.me.get() or socket.getfqdn() or "localhost"
+        name = self.helohost.get() or self.me.get()
+        if name:
+            return name
+        if self._fqdn is None:  # may ask DNS: once, not per connection
+            self._fqdn = socket.getfqdn() or "localhost"
+        return self._fqdn
 
     def session_config(self, domain: str, relay: Relay | None, target: Target) -> SessionConfig:
         creds = self.relayauth.get().lookup(relay) if relay is not None else None

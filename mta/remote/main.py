@@ -17,7 +17,10 @@ DESCRIPTION
     starts with the enhanced status code and carries the remote reply. Recipients of one
     message go in one transaction (100 per transaction); later messages to the same
     destination reuse the connection (up to 100 messages, 5 s idle). What leaves on the
-    wire has CRLF line ends only and every line beginning with ``.`` doubled.
+    wire has CRLF line ends only and every line beginning with ``.`` doubled. A message
+    marked BODY=8BITMIME goes to a server without 8BITMIME as it is (qmail's and Postfix's
+    choice; no conversion); one whose envelope needs SMTPUTF8 fails permanently (5.6.7)
+    at a server without it.
 
 SECURITY
     Runs as ``postern-remote`` (``--user``, dropped right after binding the socket) or as
@@ -29,7 +32,8 @@ SECURITY
 
 CONTROL FILES
     smtproutes          qmail's routes (domain:relay[:port], .suffix, :default); default MX.
-    relayauth           HOST[:PORT] USER PASSWORD for smarthosts that need AUTH.
+    relayauth           HOST[:PORT] USER PASSWORD for smarthosts that need AUTH; refused
+                        (not used) while other users may read it.
     tlspolicy           domain:none|may|encrypt|verify; default may.
     dnsservers          IP[:PORT] per line; default the system resolver.
     helohost            name in EHLO/HELO; default ``me``, else the host's FQDN.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import socket
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from mta.common.paths import StateDir
 from mta.common.results import Outcome, Result
 from mta.remote.delivery import Deliverer, RemoteConfig
+from mta.remote.routes import Relay
 from mta.remote.tcpto import TcpTo
 from tests import support
 from tests.mta.remote.helpers import (Behaviour, SmtpTestServer, self_signed, server_tls,
@@ -29,6 +31,7 @@ def setup_state(state: StateDir, routes: str, **controls: str) -> None:
     controls.setdefault("timeoutremote", "5")
     for name, value in controls.items():
         (state.control / name).write_text(value + "\n")
+        (state.control / name).chmod(0o600)
 
 
 def message_file(tmp: Path, data: bytes = MESSAGE) -> io.BufferedReader:
@@ -362,3 +365,16 @@ def test_ipv6_relay_and_outgoingip(state: StateDir, tmp_path: Path) -> None:
         assert kinds(deliver(d, ["r@four.test"], message_file(tmp_path))) == ["delivered"]
     assert v6.peers == ["::1"] and len(v6.transactions) == 1
     assert v4.peers == ["127.0.0.9"]  # the configured source address
+
+
+def test_a_world_readable_relayauth_is_refused(state: StateDir) -> None:
+    setup_state(state, ":127.0.0.1:2525\n", relayauth="127.0.0.1 user secret")
+    path = state.control / "relayauth"
+    path.chmod(0o644)
+    config = RemoteConfig(state)
+    assert config.relayauth.get().lookup(Relay("127.0.0.1")) is None
+    assert "other users" in (config.relayauth.error or "")
+    path.chmod(0o640)
+    os.utime(path, ns=(1, 1))  # the admin saves it again: ControlFile sees a new mtime
+    creds = config.relayauth.reload().lookup(Relay("127.0.0.1"))
+    assert creds is not None and creds.password == "secret"
