@@ -22,8 +22,9 @@ DESCRIPTION
 
 SECURITY
     Runs as the invoking user, or as root when the appliance is started as root: then it is the
-    one process that stays root, and each daemon is told ``--user`` to drop to (it binds first,
-    then drops: mta/util/privs.py). Trusts its specs (built by appliance/commands/run.py from
+    one process that stays root, and each MTA daemon is told ``--user`` to drop to (it binds
+    first, then drops: mta/util/privs.py); gunicorn and celery, which would keep a root master,
+    are started as their user outright (``DaemonSpec.user``). Trusts its specs (built by appliance/commands/run.py from
     the command line); never reads anything from the daemons except their log lines, which it
     copies verbatim (as text, one line at a time, bounded length).
 
@@ -34,6 +35,7 @@ SEE ALSO
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -109,6 +111,7 @@ class DaemonSpec:
     env: dict[str, str] = field(default_factory=dict)
     probes: tuple[Probe, ...] = ()
     cwd: str | None = None
+    user: str | None = None  # run the whole process as this user (we are root); else ours
 
 
 class _Running:
@@ -220,12 +223,21 @@ class Supervisor:
         env = dict(os.environ)
         env.update(d.spec.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        ids: dict[str, object] = {}
+        if d.spec.user is not None:
+            # For programs that cannot drop privileges themselves as our daemons do (gunicorn's
+            # master keeps root): the child becomes the user before exec.
+            entry = pwd.getpwnam(d.spec.user)
+            ids = {"user": entry.pw_uid, "group": entry.pw_gid,
+                   "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
+            env["HOME"] = entry.pw_dir if os.path.isdir(entry.pw_dir) else "/"
+            env["USER"] = env["LOGNAME"] = entry.pw_name
         try:
             process = subprocess.Popen(
                 d.spec.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, env=env, cwd=d.spec.cwd, close_fds=True,
-                process_group=0)
-        except OSError as exc:
+                process_group=0, **ids)  # type: ignore[call-overload]
+        except (OSError, KeyError, subprocess.SubprocessError) as exc:
             d.failures += 1
             delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (d.failures - 1))
             d.restart_at = time.monotonic() + delay

@@ -199,28 +199,29 @@ def build_specs(state: StateDir, state_arg: str, listeners: dict[str, Listener |
             argv = [python, "-m", "gunicorn", "--bind", web.argument(), "--workers", workers,
                     "--graceful-timeout", str(WEB_GRACEFUL), "--access-logfile", "-"]
             user = system_user(ipc.Daemon.WEB)
-            if user:
-                argv += ["--user", user, "--group", user]
-            elif os.geteuid() == 0:
+            if user is None and os.geteuid() == 0:
                 root_without_users.append("web")
             argv.append("webui.wsgi:application")
             specs.append(DaemonSpec("web", tuple(argv), env,
-                                    (TcpProbe("web", web.host, web.port),), str(state.root)))
+                                    (TcpProbe("web", web.host, web.port),), str(state.root),
+                                    user=user))
         else:
             log("skipping web: webui.wsgi is not there yet")
 
     if available("webui.celery"):
         celery = [python, "-m", "celery", "-A", "webui.celery"]
         user = system_user(ipc.Daemon.WORKER)
-        ids = ["--uid", user, "--gid", user] if user else []
+        if user is None and os.geteuid() == 0:
+            root_without_users.append("worker")
         concurrency = os.environ.get("POSTERN_CELERY_CONCURRENCY", str(CELERY_CONCURRENCY))
         specs.append(DaemonSpec("worker", tuple(celery + [
             "worker", "--loglevel", "INFO", "--concurrency", concurrency,
-            "--hostname", f"postern@{os.uname().nodename}", *ids]), env, (), str(state.root)))
+            "--hostname", f"postern@{os.uname().nodename}"]), env, (), str(state.root),
+            user=user))
         specs.append(DaemonSpec("beat", tuple(celery + [
             "beat", "--loglevel", "INFO",
-            "--schedule", str(state.run / "celerybeat-schedule"), *ids]),
-            env, (), str(state.root)))
+            "--schedule", str(state.run / "celerybeat-schedule")]),
+            env, (), str(state.root), user=user))
     else:
         log("skipping worker and beat: webui.celery is not there yet")
 
