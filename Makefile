@@ -8,6 +8,7 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.postern-installed
 TESTSTAMP = $(VENV)/.postern-test-installed
 PYTEST_ARGS ?=
+RUN_ARGS ?=
 
 .PHONY: run test install clean-state lint
 
@@ -26,9 +27,10 @@ $(TESTSTAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 ## make run: initialise ./var and run the whole appliance in the foreground.
+## RUN_ARGS passes listeners, e.g. RUN_ARGS='--smtp 127.0.0.1:2525 --web off'.
 run: $(STAMP)
 	$(BIN)/postern init --state $(STATE)
-	$(BIN)/postern run --state $(STATE)
+	$(BIN)/postern run --state $(STATE) $(RUN_ARGS)
 
 ## make test: the whole suite (parallel with pytest-xdist).
 test: $(TESTSTAMP)
