@@ -182,7 +182,12 @@ class Session:
                                plain_retry=policy is TlsPolicy.MAY) from exc
         self._proto.tls_started()
         self.stats.tls = True
-        await self._hello()
+        try:
+            await self._hello()
+        except SessionError as exc:  # TLS 1.3: a refused handshake shows at the first read
+            self.usable = False
+            raise SessionError(f"TLS with {self.peer} failed: {exc.text}", enhanced="4.7.5",
+                               plain_retry=policy is TlsPolicy.MAY) from exc
 
     async def _auth(self, credentials: Credentials) -> None:
         if not self.stats.tls:

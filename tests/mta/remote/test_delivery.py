@@ -378,3 +378,55 @@ def test_a_world_readable_relayauth_is_refused(state: StateDir) -> None:
     os.utime(path, ns=(1, 1))  # the admin saves it again: ControlFile sees a new mtime
     creds = config.relayauth.reload().lookup(Relay("127.0.0.1"))
     assert creds is not None and creds.password == "secret"
+
+
+def _two_targets(deliverer: Deliverer, first: int, second: int) -> None:
+    """The relay resolves to two addresses (as an MX list would): first, then second."""
+    from mta.remote.mx import Target
+
+    async def targets(relay: Relay) -> list[Target]:
+        return [Target("first", 0, "127.0.0.1", first), Target("second", 0, "127.0.0.1", second)]
+    deliverer.resolver().relay_targets = targets  # type: ignore[method-assign]
+
+
+def test_a_busy_greeting_moves_to_the_next_address(state: StateDir, tmp_path: Path) -> None:
+    with SmtpTestServer(Behaviour(greeting=b"421 4.3.2 busy, try later")) as busy, \
+            SmtpTestServer() as good:
+        setup_state(state, f"x.test:127.0.0.1:{busy.port}\n")
+        deliverer = Deliverer(RemoteConfig(state))
+        _two_targets(deliverer, busy.port, good.port)
+        got = deliver(deliverer, ["r@x.test"], message_file(tmp_path), sender="")
+    assert kinds(got) == ["delivered"] and "second[127.0.0.1]" in got[0].text
+    assert busy.connections == 1 and good.transactions[0].mail == b"MAIL FROM:<> SIZE=24"
+
+
+def test_a_4xx_in_the_transaction_does_not_try_the_next_address(state: StateDir,
+                                                                tmp_path: Path) -> None:
+    # qmail's rule: once a server has answered MAIL, its answer stands.
+    with SmtpTestServer(Behaviour(mail_reply=b"451 4.7.1 greylisted")) as grey, \
+            SmtpTestServer() as other:
+        setup_state(state, f"x.test:127.0.0.1:{grey.port}\n")
+        deliverer = Deliverer(RemoteConfig(state))
+        _two_targets(deliverer, grey.port, other.port)
+        got = deliver(deliverer, ["r@x.test"], message_file(tmp_path))
+    assert kinds(got) == ["temporary"] and "greylisted" in got[0].text
+    assert other.connections == 0
+
+
+@pytest.mark.parametrize("policy,expected", [("may", "delivered"), ("encrypt", "temporary")])
+def test_failed_tls_handshake(state: StateDir, tmp_path: Path, policy: str,
+                              expected: str) -> None:
+    import ssl
+
+    cert, key = self_signed(tmp_path)
+    context = server_tls(cert, key)
+    context.verify_mode = ssl.CERT_REQUIRED  # demands a client certificate we do not have
+    context.load_verify_locations(cert)
+    with SmtpTestServer(Behaviour(tls_context=context)) as server:
+        setup_state(state, f"x.test:127.0.0.1:{server.port}\n", tlspolicy=f"x.test:{policy}")
+        got = deliver(Deliverer(RemoteConfig(state)), ["r@x.test"], message_file(tmp_path))
+    assert kinds(got) == [expected]
+    if policy == "may":  # tried again on the same host without STARTTLS
+        assert server.connections == 2 and not server.transactions[0].tls
+    else:
+        assert got[0].enhanced == "4.7.5" and server.transactions == []
