@@ -168,3 +168,68 @@ def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     (tmp_path / "usr/sbin/sendmail").write_text("other")
     assert cli.main(["install", "--root", str(tmp_path), "--python", PYTHON]) == 1
     assert "refusing to replace it" in capsys.readouterr().err
+
+
+# --- upgrade: queued mail survives, admin's control files stay ------------------------------
+
+def test_upgrade_keeps_admin_edits_and_delivers_what_was_queued(tmp_path: Path) -> None:
+    """Queue mail with only the queue daemon up, "upgrade" (``postern init`` again, as every
+    upgrade does after installing the new code, then the root-run state is secured again),
+    start everything: every queued message is delivered, the admin's edits are still there."""
+    import mailbox
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    from mta.queue.client import inject
+    from tests.harness import init, running_appliance
+
+    me, address = "mx.upgrade.example", "carol@mx.upgrade.example"
+    base = Path(tempfile.mkdtemp(prefix="postern-upgrade-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    state = StateDir.single(base / "var")
+    why = permissions.unreachable(state)
+    if why is not None:
+        shutil.rmtree(base)
+        pytest.skip(why)
+    try:
+        init(state.root, "--no-web", "--me", me)
+        (state.control / "mailboxes").write_text(f"{address}\n")
+        (state.control / "databytes").write_text("1000000\n")          # the admin's edits
+        (state.control / "tcp.smtp").write_text("127.:allow\n:deny\n")
+        permissions.secure(state)
+        edited = {n: (state.control / n).read_bytes() for n in ("databytes", "tcp.smtp")}
+
+        queue = subprocess.Popen([sys.executable, "-m", "mta.queue", "--state", str(state.root),
+                                  "--user", users.QUEUE], stderr=subprocess.PIPE)
+        try:
+            support.wait_for(state.queue_socket.exists, timeout=30, what="queue.sock")
+            markers = [f"queued-before-upgrade-{i}".encode() for i in range(5)]
+            for marker in markers:
+                inject(state.queue_socket, b"", [address.encode()],
+                       b"Subject: upgrade\r\n\r\n" + marker + b"\r\n")
+        finally:
+            queue.terminate()
+            queue.wait(timeout=30)
+        assert not any((state.mail / me).glob("*/new/*"))            # nothing delivered yet
+
+        init(state.root, "--no-web", "--me", me)                      # the upgrade
+        permissions.secure(state)
+        assert {n: (state.control / n).read_bytes() for n in edited} == edited
+
+        with running_appliance(base, web=False, submission=False):
+            box = mailbox.Maildir(state.mail / me / "carol", factory=None, create=False)
+
+            def delivered() -> list[bytes]:
+                try:
+                    bodies = [m.as_bytes() for m in box]
+                except FileNotFoundError:
+                    return []
+                return bodies if len(bodies) >= len(markers) else []
+            bodies = support.wait_for(delivered, timeout=60, what="the queued messages")
+        assert isinstance(bodies, list)
+        for marker in markers:
+            assert sum(marker in body for body in bodies) == 1, marker
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
