@@ -307,10 +307,10 @@ def uninstall(root: Path | None = None, *, purge: bool = False) -> Report:
         report.did(f"removed {parts['run']}")
     if purge:
         for name in ("control", "tls", "queue", "mail", "log", "root", "parent"):
-            path = parts.get(name)
-            if path is not None and os.path.lexists(path):
-                shutil.rmtree(path)
-                report.did(f"removed {path}")
+            part = parts.get(name)
+            if part is not None and os.path.lexists(part):
+                shutil.rmtree(part)
+                report.did(f"removed {part}")
         sysusers = _under(top, SYSUSERS_FILE)
         if sysusers.exists():
             sysusers.unlink()
