@@ -32,9 +32,9 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 
 from mta.common import control
 from mta.common.address import domain_of
@@ -163,6 +163,7 @@ class _Pooled:
 class _Destination:
     limiter: _Limiter = field(default_factory=_Limiter)
     idle: list[_Pooled] = field(default_factory=list)
+    users: int = 0  # jobs holding or waiting for this entry; 0 and no idle: forgotten
 
 
 class Deliverer:
@@ -177,6 +178,7 @@ class Deliverer:
         self._global = _Limiter()
         self._destinations: dict[tuple[str, str], _Destination] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         self.connections_opened = 0
 
     def resolver(self) -> MxResolver:
@@ -211,21 +213,31 @@ class Deliverer:
         relay = self.config.smtproutes.get().lookup(domain)
         key = ("relay", str(relay)) if relay is not None else ("mx", domain)
         dest = self._destinations.setdefault(key, _Destination())
-        await self._global.acquire(self.config.concurrency)
+        dest.users += 1
         try:
-            await dest.limiter.acquire(self.config.destination_concurrency)
+            await self._global.acquire(self.config.concurrency)
             try:
-                return await self._attempt(domain, relay, dest, sender, recipients, params,
-                                           message)
+                await dest.limiter.acquire(self.config.destination_concurrency)
+                try:
+                    return await self._attempt(domain, relay, dest, sender, recipients,
+                                               params, message)
+                finally:
+                    await dest.limiter.release()
             finally:
-                await dest.limiter.release()
+                await self._global.release()
         finally:
-            await self._global.release()
+            dest.users -= 1
+            self._forget(key, dest)
+
+    def _forget(self, key: tuple[str, str], dest: _Destination) -> None:
+        if dest.users == 0 and not dest.idle and self._destinations.get(key) is dest:
+            del self._destinations[key]
 
     async def _attempt(self, domain: str, relay: Relay | None, dest: _Destination,
                        sender: str, recipients: list[str], params: Sequence[str],
                        message: BinaryIO) -> list[Result]:
-        session = self._take_idle(dest)
+        policy = self.config.tlspolicy.get().lookup(domain)
+        session = self._take_idle(dest, policy)
         if session is not None:
             results = await session.deliver(sender, recipients, params, message)
             if session.usable or session.answered:
@@ -278,20 +290,30 @@ class Deliverer:
 
     # --- the pool ----------------------------------------------------------------------
 
-    def _take_idle(self, dest: _Destination) -> Session | None:
-        while dest.idle:
-            pooled = dest.idle.pop()
-            if pooled.session.usable and time.monotonic() - pooled.since < IDLE_SECONDS:
+    def _take_idle(self, dest: _Destination, policy: routes.TlsPolicy) -> Session | None:
+        """The most recently used healthy session made under the same TLS policy."""
+        now = time.monotonic()
+        for i in range(len(dest.idle) - 1, -1, -1):
+            pooled = dest.idle[i]
+            if not pooled.session.usable or now - pooled.since >= IDLE_SECONDS:
+                del dest.idle[i]
+                self._background(pooled.session.quit())
+            elif pooled.session.config.tls is policy:
+                del dest.idle[i]
                 return pooled.session
-            asyncio.ensure_future(pooled.session.quit())
         return None
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _finish(self, dest: _Destination, session: Session) -> None:
         if session.usable and session.stats.messages < MAX_MESSAGES_PER_CONNECTION:
             dest.idle.append(_Pooled(session, time.monotonic()))
             self._ensure_reaper()
         else:
-            asyncio.ensure_future(session.quit())
+            self._background(session.quit())
 
     def _ensure_reaper(self) -> None:
         if self._reaper is None or self._reaper.done():
@@ -302,23 +324,24 @@ class Deliverer:
         while any(d.idle for d in self._destinations.values()):
             await asyncio.sleep(IDLE_SECONDS / 2)
             now = time.monotonic()
-            for dest in self._destinations.values():
-                keep = []
-                for pooled in dest.idle:
-                    if now - pooled.since >= IDLE_SECONDS or not pooled.session.usable:
-                        await pooled.session.quit()
-                    else:
-                        keep.append(pooled)
-                dest.idle = keep
+            for key, dest in list(self._destinations.items()):
+                expired = [p for p in dest.idle
+                           if now - p.since >= IDLE_SECONDS or not p.session.usable]
+                dest.idle = [p for p in dest.idle if p not in expired]
+                for pooled in expired:
+                    await pooled.session.quit()
+                self._forget(key, dest)
 
     async def close(self) -> None:
         """QUIT every pooled session (daemon shutdown)."""
         if self._reaper is not None:
             self._reaper.cancel()
-        for dest in self._destinations.values():
+        for dest in list(self._destinations.values()):
             idle, dest.idle = dest.idle, []
             for pooled in idle:
                 await pooled.session.quit()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def idle_count(self) -> int:
         return sum(len(d.idle) for d in self._destinations.values())

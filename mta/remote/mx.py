@@ -52,6 +52,7 @@ NEGATIVE_TTL: Final = 300         # cap on cached NXDOMAIN / no-data (RFC 2308 Â
 DEFAULT_NEGATIVE_TTL: Final = 60  # when the answer carries no SOA
 MAX_MX_HOSTS: Final = 32          # MX records used per domain (resource limit)
 MAX_ADDRESSES: Final = 16         # addresses used per host
+MAX_CACHE_ENTRIES: Final = 10_000  # cached answers (resource limit)
 
 
 class ResolutionError(Exception):
@@ -245,8 +246,15 @@ class MxResolver:
         return records
 
     def _store(self, key: tuple[str, str], records: tuple[str, ...] | str, ttl: int) -> None:
-        if ttl > 0:
-            self._cache[key] = _Entry(self._clock() + ttl, records)
+        if ttl <= 0:
+            return
+        now = self._clock()
+        if len(self._cache) >= MAX_CACHE_ENTRIES:
+            for k in [k for k, e in self._cache.items() if e.expires <= now]:
+                del self._cache[k]
+            while len(self._cache) >= MAX_CACHE_ENTRIES:  # still full: oldest inserted go
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = _Entry(now + ttl, records)
 
 
 def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:

@@ -430,3 +430,18 @@ def test_failed_tls_handshake(state: StateDir, tmp_path: Path, policy: str,
         assert server.connections == 2 and not server.transactions[0].tls
     else:
         assert got[0].enhanced == "4.7.5" and server.transactions == []
+
+
+def test_pooled_sessions_are_not_shared_across_tls_policies(state: StateDir,
+                                                            tmp_path: Path) -> None:
+    with SmtpTestServer() as server:
+        setup_state(state, f":127.0.0.1:{server.port}\n", tlspolicy="b.test:none")
+        deliverer = Deliverer(RemoteConfig(state))
+
+        async def go() -> None:
+            for rcpt in ("r@a.test", "r@b.test", "r@a.test"):
+                await deliverer.deliver("s@x", [rcpt], [], message_file(tmp_path))
+            assert deliverer.idle_count() == 2
+            await deliverer.close()
+        asyncio.run(go())
+    assert server.connections == 2 and len(server.transactions) == 3
