@@ -228,6 +228,12 @@ def ensure_system_users(run: Runner = run_checked) -> list[str]:
             if a.name not in ids.members.get(group, frozenset()):
                 run([_tool("usermod"), "--append", "--groups", group, a.name])
                 done.append(f"{a.name} in group {group}")
+        # A membership an older version gave is a privilege this one does not mean to give.
+        # Only our own users in our own groups: an admin may add others (e.g. dovecot).
+        for group in all_groups():
+            if group not in a.groups and a.name in ids.members.get(group, frozenset()):
+                run([_tool("gpasswd"), "--delete", a.name, group])
+                done.append(f"{a.name} no longer in group {group}")
     return done
 
 

@@ -270,3 +270,14 @@ def test_every_local_user_can_inject_with_sendmail_and_is_recorded(app: Applianc
         return None
     message = support.wait_for(mine, timeout=30, what="the sendmail message in the Maildir")
     assert f"invoked by uid {nobody.pw_uid})" in str(message["Received"])  # type: ignore[index]
+
+
+def test_users_are_created_once_and_stale_memberships_removed() -> None:
+    support.require_root("creates system users")
+    users.ensure_system_users()
+    assert users.ensure_system_users() == []                      # idempotent
+    assert IdMap.system().missing() == []
+    # an older version's membership (vmail in postern-queue) is taken away again
+    subprocess.run(["usermod", "--append", "--groups", users.QUEUE, users.VMAIL], check=True)
+    assert users.ensure_system_users() == [f"{users.VMAIL} no longer in group {users.QUEUE}"]
+    assert users.VMAIL not in IdMap.system().members[users.QUEUE]
