@@ -104,6 +104,8 @@ class Connection(asyncio.Protocol):
     async def drain(self, timeout: float) -> None:
         if self.lost.is_set():
             raise Closed()
+        if self._writable.is_set():
+            return  # the common case: no timer, no task
         await asyncio.wait_for(self._writable.wait(), timeout)
         if self.lost.is_set():
             raise Closed()

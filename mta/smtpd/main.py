@@ -13,9 +13,10 @@ DESCRIPTION
     sans-I/O machine in mta/smtp/protocol.py; the policy is mta/smtpd/session.py. DATA is
     streamed to run/queue.sock as it arrives and answered 250 only after the queue's K.
 
-    The parent binds the listening sockets, drops privileges, then forks ``--workers``
-    processes (default: the number of CPUs) that all accept on the same sockets, each with
-    its own asyncio loop serving thousands of sessions. A worker that dies is restarted.
+    The parent binds the listening sockets (one per worker, with SO_REUSEPORT, so the
+    kernel spreads connections over the workers), drops privileges, then forks
+    ``--workers`` processes (default: the number of CPUs), each with its own asyncio loop
+    serving thousands of sessions. A worker that dies is restarted on the same sockets.
     Connection counts are shared between workers (mta/smtpd/limits.py).
 
 SECURITY
@@ -86,11 +87,13 @@ def parse_hostport(text: str) -> tuple[str, int]:
     return host or "0.0.0.0", int(port)
 
 
-def bind(text: str) -> socket.socket:
+def bind(text: str, *, reuseport: bool = False) -> socket.socket:
     host, port = parse_hostport(text)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     if family == socket.AF_INET6:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0 if host == "::" else 1)
     sock.bind((host, port))
@@ -111,9 +114,11 @@ def run_worker(state: StateDir, listeners: list[Listener],
     return 0
 
 
-def supervise(state: StateDir, listeners: list[Listener], workers: int,
+def supervise(state: StateDir, listeners: list[list[Listener]], workers: int,
               options: dict[str, Any]) -> int:
-    """Fork ``workers`` children sharing the sockets and counters; restart the dead."""
+    """Fork ``workers`` children, worker i on ``listeners[i]`` (its own SO_REUSEPORT
+    sockets: the kernel spreads connections, no thundering herd); restart the dead on the
+    same sockets, which the parent keeps open, so no queued connection is lost."""
     arrays = limits.make_counters(workers)
     children: dict[int, int] = {}   # pid -> worker index
     stopping = False
@@ -125,7 +130,8 @@ def supervise(state: StateDir, listeners: list[Listener], workers: int,
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 1
             try:
-                code = run_worker(state, listeners, limits.ConnectionCounter(arrays, index),
+                code = run_worker(state, listeners[index],
+                                  limits.ConnectionCounter(arrays, index),
                                   options)
             finally:
                 os._exit(code)
@@ -180,12 +186,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --smtp and/or --submission")
     if not 1 <= args.workers <= 256:
         parser.error("--workers must be 1..256")
-    listeners: list[Listener] = []
+    # One socket per worker and listener, all bound now (before dropping privileges), with
+    # SO_REUSEPORT when there are several workers.
+    per_worker: list[list[Listener]] = [[] for _ in range(args.workers)]
     try:
         for name in ("smtp", "submission"):
             value = getattr(args, name)
             if value:
-                listeners.append(Listener(name, bind(value)))
+                for sockets in per_worker:
+                    sockets.append(Listener(name, bind(value, reuseport=args.workers > 1)))
     except (OSError, ValueError) as exc:
         log.critical("cannot bind: %s", exc)
         return EXIT_FAILURE
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         from mta.util.privs import drop_privileges
         drop_privileges(args.user)
     log.info("listening: %s; %d worker(s)", ", ".join(
-        f"{l.name}={l.sock.getsockname()[0]}:{l.sock.getsockname()[1]}" for l in listeners),
+        f"{l.name}={l.sock.getsockname()[0]}:{l.sock.getsockname()[1]}" for l in per_worker[0]),
         args.workers)
     try:
         options: dict[str, Any] = {"dns_servers": [parse_hostport(d) for d in args.dns],
@@ -201,9 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     if args.workers == 1:
-        return run_worker(state, listeners, limits.ConnectionCounter(limits.make_counters(1), 0),
-                          options)
-    return supervise(state, listeners, args.workers, options)
+        return run_worker(state, per_worker[0],
+                          limits.ConnectionCounter(limits.make_counters(1), 0), options)
+    return supervise(state, per_worker, args.workers, options)
 
 
 if __name__ == "__main__":  # pragma: no cover

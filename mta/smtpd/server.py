@@ -79,14 +79,25 @@ class Server:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self.controls.settings()  # first load now: errors are logged at start
+        settings = self.controls.settings()  # first load now: errors are logged at start
+        if len(settings.rcpthosts) == 0:
+            log.critical("control/rcpthosts is missing, empty or broken: no domain is "
+                         "accepted from clients that may not relay (fail closed)")
         for listener in self.listeners:
             def factory(listener: Listener = listener) -> Connection:
                 conn = Connection()
-                conn.on_made = lambda c: self._accepted(c, listener)
+                conn.on_made = lambda c: self._accepted_safely(c, listener)
                 return conn
             server = await loop.create_server(factory, sock=listener.sock)
             self._servers.append(server)
+
+    def _accepted_safely(self, conn: Connection, listener: Listener) -> None:
+        """An error here must cost this connection only, never the listener."""
+        try:
+            self._accepted(conn, listener)
+        except Exception:
+            log.exception("error while accepting a connection; closed it")
+            conn.abort()
 
     def _accepted(self, conn: Connection, listener: Listener) -> None:
         peer = conn.extra("peername")

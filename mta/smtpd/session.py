@@ -140,8 +140,8 @@ class Session:
             delay = float(self.env["GREETDELAY"])
         if delay > 0:
             await self.conn.wait_readable(delay)
-        if self.conn.pending:
-            self.proto.receive_data(b"x")  # mark the early talker in the machine too
+        if self.conn.pending:  # the client spoke first: the machine marks an early talker
+            self.proto.receive_data(await self.conn.read(self.s.timeout))
         if self.proto.early_talker:
             log.info("%s: early talker refused", self.ip)
             self.conn.write(self.proto.greet(R.EARLY_TALKER))
@@ -239,13 +239,13 @@ class Session:
         assert recipients is not None
         if len(recipients) >= self.s.maxrcpt:
             return R.TOO_MANY_RECIPIENTS
-        if self.block is not None and self.user is None:
-            return self.block
         if self.s.badmailfrom.matches(self.txn.sender):
             return R.BAD_MAIL_FROM
-        if event.recipient is None:  # <Postmaster>: always (RFC 5321 §4.5.1)
+        if event.recipient is None:  # <Postmaster>: always, even when listed (RFC 5321 §4.5.1)
             recipients.append(f"postmaster@{self.s.me}".encode("utf-8"))
             return R.RECIPIENT_OK
+        if self.block is not None and self.user is None:
+            return self.block
         address = event.recipient
         may_relay = self.relayclient or self.user is not None
         book = self.shared.address_book()
