@@ -233,3 +233,20 @@ def test_upgrade_keeps_admin_edits_and_delivers_what_was_queued(tmp_path: Path) 
             assert sum(marker in body for body in bodies) == 1, marker
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_on_this_machine_postfix_s_sendmail_is_named_and_kept() -> None:
+    """The real thing: CI installs Debian's postfix, whose /usr/sbin/sendmail is a program.
+    ``postern install`` on / refuses before changing anything, naming the package."""
+    support.require("postfix", path="/usr/sbin/postfix")
+    sendmail = Path("/usr/sbin/sendmail")
+    if sendmail.is_symlink() or not sendmail.is_file():
+        pytest.skip("/usr/sbin/sendmail is not postfix's program on this machine")
+    before = sendmail.read_bytes()
+    unit = Path("/") / install.UNIT_DIR / install.TARGET
+    existed = unit.exists()
+    with pytest.raises(InstallError, match="/usr/sbin/sendmail is a program from the Debian "
+                                           "package postfix"):
+        install.install()
+    assert sendmail.read_bytes() == before and not sendmail.is_symlink()
+    assert unit.exists() == existed
