@@ -269,9 +269,11 @@ class _Conversation:
                 self.send(b.data_reply)
                 if not b.data_reply.startswith(b"354"):
                     continue
+                if b.close_in_data:  # take a first piece of the message, then hang up
+                    if not self.buf:
+                        self.conn.recv(65536)
+                    return
                 while b"\r\n.\r\n" not in b"\r\n" + self.buf:
-                    if b.close_in_data and len(self.buf) > 0:
-                        return
                     data = self.conn.recv(65536)
                     if not data:
                         return

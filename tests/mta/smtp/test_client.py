@@ -154,3 +154,24 @@ def test_a_reply_without_text_is_valid() -> None:
     c.ehlo("me")
     c.receive_data(b"250-\r\n250 PIPELINING\r\n")
     assert c.next_reply()[1].code == 250 and "PIPELINING" in c.extensions  # type: ignore[index]
+
+
+@given(st.lists(st.one_of(
+    st.binary(max_size=40),
+    st.sampled_from([b"250-", b"250 ", b"220 x", b"\r\n", b"550-5.1.1 a", b"354 go",
+                     b"250-SIZE 99999999999999999999999", b"250 AUTH \xff\xfe"])),
+    max_size=20))
+def test_any_server_bytes_give_replies_or_reply_error(chunks: list[bytes]) -> None:
+    c = ClientProtocol()
+    c.ehlo("me")
+    c.mail("a@b")
+    for chunk in chunks:
+        c.receive_data(chunk)
+        try:
+            while (pair := c.next_reply()) is not None:
+                cmd, reply = pair
+                assert 200 <= reply.code <= 599
+                assert all("\r" not in ln and "\n" not in ln for ln in reply.lines)
+                c.extensions.size_limit  # never raises
+        except ReplyError:
+            return
