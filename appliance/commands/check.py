@@ -41,13 +41,18 @@ def register(subparsers: Any) -> None:
         "check", help="show the effective configuration and every permission problem",
         description="Like qmail-showctl: print the effective configuration, then every "
                     "difference between the state directory and the permission table.")
+    parser.add_argument("--root", metavar="DIR", type=Path,
+                        help="check the installed layout inside this image tree, against the "
+                             "users of its own /etc/passwd and /etc/group")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    state = StateDir.from_arg(args.state)
     out = sys.stdout
-    lines, problems = check(state)
+    if getattr(args, "root", None) is not None:
+        lines, problems = check(StateDir.fhs(args.root), ids=IdMap.tree(args.root))
+    else:
+        lines, problems = check(StateDir.from_arg(args.state))
     for line in lines:
         print(line, file=out)
     print("", file=out)

@@ -93,6 +93,7 @@ def test_an_installed_tree_checks_clean_against_its_own_users(tmp_path: Path) ->
     lines, problems = check_command.check(state, ids=ids)
     assert problems == []
     assert any("postern-vmail" in line and "uid" in line for line in lines)
+    assert cli.main(["check", "--root", str(tmp_path)]) == 0
     os.chown(state.mail, ids.uid("postern-web"), ids.gid("postern-web"))
     _lines, problems = check_command.check(state, ids=ids)
     assert [str(p) for p in problems] == [
