@@ -445,3 +445,14 @@ def test_pooled_sessions_are_not_shared_across_tls_policies(state: StateDir,
             await deliverer.close()
         asyncio.run(go())
     assert server.connections == 2 and len(server.transactions) == 3
+
+
+def test_a_large_message_is_streamed_whole(state: StateDir, tmp_path: Path) -> None:
+    line = b"." + b"x" * 76 + b"\r\n"  # every line needs stuffing
+    body = b"Subject: big\r\n\r\n" + line * 70_000  # about 5.4 MB
+    with SmtpTestServer() as server:
+        setup_state(state, f"x.test:127.0.0.1:{server.port}\n")
+        got = deliver(Deliverer(RemoteConfig(state)), ["r@x.test"], message_file(tmp_path, body))
+    assert kinds(got) == ["delivered"]
+    assert unstuff(server.transactions[0].data) == body
+    assert len(server.transactions[0].data) == len(body) + 70_000
