@@ -28,12 +28,18 @@ from mta.common.paths import StateDir
 
 SECRET_FILES: Final = frozenset({"passwd", "relayauth"})
 SHOWN_LINES: Final = 5
-# qmail's control files (DESIGN.md "Control files"): shown as "default" when absent.
-QMAIL_FILES: Final = ("me", "rcpthosts", "locals", "virtualdomains", "smtproutes", "databytes",
-                      "timeoutsmtpd", "timeoutremote", "timeoutconnect", "concurrencylocal",
-                      "concurrencyremote", "queuelifetime", "bouncefrom", "bouncehost",
-                      "doublebounceto", "doublebouncehost", "defaultdomain", "helohost",
-                      "badmailfrom")
+# qmail's control files (DESIGN.md "Control files") and the value in force when one is
+# absent (docs/control.md's "default" column; qmail's own default where it says nothing).
+QMAIL_DEFAULTS: Final = {
+    "me": "none: run `postern init`", "rcpthosts": "no domain (fail closed)",
+    "locals": "the contents of me", "virtualdomains": "none", "smtproutes": "none (MX for all)",
+    "databytes": "0 (no limit)", "timeoutsmtpd": "1200", "timeoutremote": "1200",
+    "timeoutconnect": "60", "concurrencylocal": "10", "concurrencyremote": "20",
+    "queuelifetime": "604800", "bouncefrom": "MAILER-DAEMON", "bouncehost": "me",
+    "doublebounceto": "postmaster", "doublebouncehost": "me",
+    "defaultdomain": "me without its first label", "helohost": "me", "badmailfrom": "none",
+}
+QMAIL_FILES: Final = tuple(QMAIL_DEFAULTS)
 
 
 def register(subparsers: Any) -> None:
@@ -145,7 +151,7 @@ def effective_configuration(state: StateDir) -> tuple[list[str], list[permission
     for name in names:
         path = present.get(name)
         if path is None:
-            lines.append(f"  {name}: (not set: qmail's default)")
+            lines.append(f"  {name}: (default) {QMAIL_DEFAULTS.get(name, '')}".rstrip())
             continue
         value, problem = _read_control(path)
         if problem is not None:

@@ -39,7 +39,7 @@ def test_prints_the_effective_configuration_but_no_secret(tmp_path: Path) -> Non
     assert "rcpthosts: example.org, example.net" in text
     assert "passwd: 1 entries (secret, not shown)" in text
     assert "secrethash" not in text
-    assert "databytes: (not set: qmail's default)" in text
+    assert "databytes: (default) 0 (no limit)" in text
     assert f"queue    {state.queue}" in text
     assert problems == []
 
