@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from django.urls import include, path
+from django.conf import settings
+from django.urls import include, path, re_path
+from django.views.static import serve
 
 from webui.core.views import home
 
@@ -19,4 +21,8 @@ urlpatterns = [
     path("queue/", include("webui.queue.urls")),
     path("audit/", include("webui.audit.urls")),
     path("api/v1/", include("webui.api.urls")),
+    # The appliance has one small stylesheet and no reverse proxy in front of it by default:
+    # Django serves it (read-only, from the package; serve() refuses paths outside the root).
+    re_path(r"^static/(?P<path>[A-Za-z0-9_./-]+)$", serve,
+            {"document_root": settings.STATIC_DIR}),
 ]

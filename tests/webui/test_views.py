@@ -395,3 +395,11 @@ def test_totp_known_vector() -> None:
     assert totp.verify(secret, "287082", now=59)
     assert not totp.verify(secret, "287082", now=59 + 300)
     assert not totp.verify(secret, "２８７０８２", now=59)
+
+
+def test_stylesheet_is_served_and_paths_stay_inside(client: Client) -> None:
+    resp = client.get("/static/postern/style.css")
+    assert resp.status_code == 200 and b"--accent" in b"".join(resp.streaming_content)
+    for path in ("/static/../settings/base.py", "/static/postern/../../settings/base.py"):
+        resp = client.get(path)
+        assert resp.status_code in (400, 404) and b"SECRET" not in resp.content

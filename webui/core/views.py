@@ -42,6 +42,7 @@ class ObjectAdmin:
     select_related: list[str] = field(default_factory=list)
     superadmin_only: bool = False
     help: str = ""
+    links: list[tuple[str, str]] = field(default_factory=list)  # (label, url name)
 
     def queryset(self, user: Any) -> QuerySet[Any]:
         if self.superadmin_only and not is_superadmin(user):

@@ -80,6 +80,19 @@ def search(log_dir: Path, query: LogQuery, limit: int = MAX_RESULTS) -> list[dic
         found.extend(batch)
         if len(found) >= limit:
             break
-    for rec in found:
-        rec["when"] = datetime.fromtimestamp(float(rec["time"]), tz=timezone.utc)
-    return found[:limit]
+    return [_display(rec) for rec in found[:limit]]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _display(rec: dict[str, Any]) -> dict[str, Any]:
+    """The fields the page shows, every one present (as text), whatever the line held."""
+    return {"when": datetime.fromtimestamp(float(rec["time"]), tz=timezone.utc),
+            "event": _text(rec.get("event")), "id": _text(rec.get("id")),
+            "sender": _text(rec.get("sender")),
+            "rcpt": _text(rec.get("rcpt") or rec.get("recipients")),
+            "text": _text(rec.get("text") or rec.get("error") or ""), "raw": rec}

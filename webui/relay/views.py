@@ -20,6 +20,8 @@ NETWORKS = ObjectAdmin(
     title="Networks allowed to relay", columns=[("Network", "network"), ("Comment", "comment")],
     search_fields=["network", "comment"], domain_path=None, superadmin_only=True,
     help="Clients in these networks may send mail to any domain (RELAYCLIENT in tcp.smtp).",
+    links=[("Relay domains", "relaydomain-list"), ("Smarthost", "smarthost"),
+           ("Access rules", "accessrule-list")],
 )
 RELAY_DOMAINS = ObjectAdmin(
     model=RelayDomain, form_class=RelayDomainForm, name="relaydomain",
@@ -27,6 +29,7 @@ RELAY_DOMAINS = ObjectAdmin(
     columns=[("Domain", "name"), ("Route host", "route_host"), ("Port", "route_port")],
     search_fields=["name", "route_host"], domain_path=None, superadmin_only=True,
     help="We accept mail for these domains and pass it on to the route (or the domain's MX).",
+    links=[("Relay networks", "relaynetwork-list"), ("Smarthost", "smarthost")],
 )
 
 
