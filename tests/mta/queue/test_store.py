@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mta.common import queuedirs
-from mta.common.queuedirs import make_id
+from mta.common.queuedirs import QueueDirs, make_id
 from mta.queue.store import FilesystemStore, MemoryStore, QueueStore
 from tests import support
 from tests.mta.queue import conformance
@@ -66,7 +66,7 @@ def fill(mountpoint: Path, leave: int) -> None:
         f.write(b"\0" * max(0, free - leave))
 
 
-@pytest.fixture(params=["filesystem", "memory"])
+@pytest.fixture(params=["filesystem", "filesystem-serial", "memory"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> StoreHarness:
     if request.param == "memory":
         def mem_preprocess(store: QueueStore, queue_id: str) -> None:
@@ -87,17 +87,20 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> StoreHarness:
                             make_full=lambda: MemoryStore(capacity=64 * 1024))
 
     counter = iter(range(1000))
+    parallel = request.param == "filesystem"
 
     def make() -> QueueStore:
-        return FilesystemStore(queuedirs.create(tmp_path / f"queue{next(counter)}"))
+        return FilesystemStore(queuedirs.create(tmp_path / f"queue{next(counter)}"),
+                               parallel_fsync=parallel)
 
     def make_full() -> QueueStore:
         mountpoint = request.getfixturevalue("small_tmpfs")
-        store = FilesystemStore(queuedirs.create(mountpoint / "queue"))
+        store = FilesystemStore(queuedirs.create(mountpoint / "queue"), parallel_fsync=parallel)
         fill(mountpoint, 64 * 1024)
         return store
 
-    return StoreHarness(make=make, reopen=lambda s: FilesystemStore.open(_fs(s).dirs.root),
+    return StoreHarness(make=make, reopen=lambda s: FilesystemStore(QueueDirs.open(_fs(s).dirs.root),
+                                                                    parallel_fsync=parallel),
                         preprocess=fs_preprocess, make_debris=fs_make_debris, make_full=make_full)
 
 
@@ -123,28 +126,36 @@ def test_files_land_where_the_layout_says(tmp_path: Path) -> None:
     assert os.listdir(dirs.tmp) == []
 
 
-def test_write_order_is_the_documented_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    dirs = queuedirs.create(tmp_path / "q")
-    store = FilesystemStore(dirs)
+def record_calls(monkeypatch: pytest.MonkeyPatch, root: Path) -> list[str]:
+    """Record every fsync and rename (by path relative to the queue) from now on."""
     calls: list[str] = []
     real_fsync, real_rename = os.fsync, os.rename
 
     def fsync(fd: int) -> None:
         path = os.readlink(f"/proc/self/fd/{fd}")
-        calls.append("fsync " + os.path.relpath(path, dirs.root))
         real_fsync(fd)
+        calls.append("fsync " + os.path.relpath(path, root))
 
     def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        calls.append(f"rename {os.path.relpath(src, dirs.root)} -> {os.path.relpath(dst, dirs.root)}")
+        calls.append(f"rename {os.path.relpath(src, root)} -> {os.path.relpath(dst, root)}")
         real_rename(src, dst)
 
-    draft = store.new_message()
-    draft.write(b"x\r\n")
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "rename", rename)
+    return calls
+
+
+def test_serial_write_order_is_the_documented_one(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    dirs = queuedirs.create(tmp_path / "q")
+    store = FilesystemStore(dirs, parallel_fsync=False)
+    draft = store.new_message()
+    draft.write(b"x\r\n")
+    calls = record_calls(monkeypatch, dirs.root)
     queue_id = draft.commit(envelope())
     n = str(dirs.mess(queue_id).parent.name)
-    tmp_m = [c for c in calls if c.startswith("fsync tmp/")][0].split()[1]
+    tmp_m = calls[0].split()[1]
+    assert tmp_m.startswith("tmp/") and tmp_m.endswith(".m")
     assert calls == [
         f"fsync {tmp_m}",
         f"rename {tmp_m} -> mess/{n}/{queue_id}",
@@ -155,10 +166,29 @@ def test_write_order_is_the_documented_one(tmp_path: Path, monkeypatch: pytest.M
     ]
 
 
-def test_failure_in_each_step_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_parallel_write_order_syncs_everything_before_the_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dirs = queuedirs.create(tmp_path / "q")
+    store = FilesystemStore(dirs)  # parallel_fsync is the default
+    draft = store.new_message()
+    draft.write(b"x\r\n")
+    calls = record_calls(monkeypatch, dirs.root)
+    queue_id = draft.commit(envelope())
+    n = str(dirs.mess(queue_id).parent.name)
+    assert calls[0].startswith("rename tmp/") and calls[0].endswith(f" -> mess/{n}/{queue_id}")
+    # The three fsyncs complete (in any order) before the rename into todo/.
+    assert sorted(calls[1:4]) == sorted([f"fsync mess/{n}/{queue_id}", f"fsync tmp/{queue_id}.e",
+                                         f"fsync mess/{n}"])
+    assert calls[4:] == [f"rename tmp/{queue_id}.e -> todo/{n}/{queue_id}", f"fsync todo/{n}"]
+    store.close()
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_failure_in_each_step_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             parallel: bool) -> None:
     """Make each fsync/rename of the commit fail in turn: nothing is left, old mail stays."""
     dirs = queuedirs.create(tmp_path / "q")
-    store = FilesystemStore(dirs)
+    store = FilesystemStore(dirs, parallel_fsync=parallel)
     old = store.new_message()
     old.write(b"old\r\n")
     old_id = old.commit(envelope())

@@ -1,0 +1,117 @@
+"""Messages per second committed through run/queue.sock, against this disk's fsync limit.
+
+Starts a real queue daemon (``python -m mta.queue``) on a fresh state directory under
+``--dir``, then injects 4 KB messages with the client library (``AsyncInjection``,
+origin=network) from 1 and from 20 concurrent clients for ``--seconds`` each, and measures
+``bench/fsync_limit.py``'s 20-thread figure on the same filesystem in the same run. The goal
+(issue 2): at least 0.5 of that limit at 20 clients.
+
+    .venv/bin/python bench/inject.py [--dir DIR] [--seconds 5] [--client-procs 2]
+
+Clients run in ``--client-procs`` processes (asyncio tasks spread over them), because on a
+small machine one Python client process cannot keep the daemon busy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fsync_limit import measure  # noqa: E402
+
+from mta.common.paths import StateDir  # noqa: E402
+from mta.queue.client import AsyncInjection  # noqa: E402
+
+MESSAGE = (b"From: bench@example.org\r\nTo: rcpt@example.net\r\nSubject: bench\r\n\r\n"
+           + b"x" * 76 + b"\r\n") * 50
+MESSAGE = MESSAGE[:4096 - 2] + b"\r\n"
+
+
+async def _client_loop(sock: str, tasks: int, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    count = 0
+
+    async def one() -> None:
+        nonlocal count
+        while time.monotonic() < deadline:
+            inj = await AsyncInjection.open(sock, origin="network", timeout=60)
+            await inj.begin(b"bench@example.org", [b"rcpt@example.net"])
+            await inj.write(MESSAGE)
+            await inj.commit()
+            count += 1
+
+    await asyncio.gather(*(one() for _ in range(tasks)))
+    return count
+
+
+def _client_proc(sock: str, tasks: int, seconds: float, out: "multiprocessing.Queue[int]") -> None:
+    out.put(asyncio.run(_client_loop(sock, tasks, seconds)))
+
+
+def inject_rate(sock: str, clients: int, seconds: float, procs: int) -> float:
+    procs = max(1, min(procs, clients))
+    share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    out: multiprocessing.Queue[int] = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=_client_proc, args=(sock, n, seconds, out))
+               for n in share]
+    start = time.perf_counter()
+    for w in workers:
+        w.start()
+    total = sum(out.get() for _ in workers)
+    for w in workers:
+        w.join()
+    return total / (time.perf_counter() - start)
+
+
+def start_daemon(state: StateDir) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, "-m", "mta.queue", "--state", str(state.root),
+                             "--log-level", "WARNING"],
+                            cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(str(state.queue_socket))
+                return proc
+            except OSError:
+                time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("queue daemon did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dir", default=".", help="a directory on the queue's filesystem")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--client-procs", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="inject-bench-", dir=args.dir))
+    state = StateDir.single(work / "var")
+    proc = start_daemon(state)
+    try:
+        limit = measure(Path(args.dir), 20, args.seconds)
+        print(f"fsync_limit threads=20 {limit:8.0f} per second (same filesystem, same run)")
+        for clients in (1, 20):
+            rate = inject_rate(str(state.queue_socket), clients, args.seconds, args.client_procs)
+            print(f"inject clients={clients:<2} {rate:8.0f} messages/s (4 KB), "
+                  f"ratio to the 20-thread fsync limit {rate / limit:.2f}")
+    finally:
+        proc.terminate()
+        proc.wait()
+        shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
