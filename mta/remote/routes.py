@@ -36,7 +36,7 @@ from typing import Final
 
 from mta.common.control import ControlError, parse_lines
 
-DEFAULT_PORT: Final = 25         # RFC 5321 §4.5.4.2 ... well-known SMTP port
+DEFAULT_PORT: Final = 25         # "smtp", the IANA well-known port (qmail-remote's default)
 DNS_PORT: Final = 53             # RFC 1035 §4.2
 MAX_PASSWORD: Final = 1_024      # bytes; a longer "password" is a mistake in the file
 
