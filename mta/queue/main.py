@@ -29,8 +29,10 @@ SECURITY
     ``origin=local`` (which gets the Received: line naming their uid).
 
 CONTROL FILES
-    databytes   largest message in stored bytes (CRLF line ends, not counting the queue's own
-                Received: line); 0 or missing: no limit. Reloaded on change.
+    databytes   largest local injection (sendmail) in stored bytes (CRLF line ends, not
+                counting the queue's own Received: line); 0 or missing: no limit. Reloaded
+                on change. Mail from smtpd is held to databytes by smtpd (per client, as
+                tcp.smtp's DATABYTES may change it); bounces are not limited.
 
 EXIT STATUS
     0 after SIGTERM/SIGINT (connections in progress get up to 5 s to finish); 111 when the
@@ -49,6 +51,7 @@ import logging
 import os
 import pwd
 import signal
+import socket
 import sys
 import time
 from typing import Final
@@ -91,9 +94,7 @@ def take_lock(path: str | os.PathLike[str]) -> int:
             time.sleep(0.05)
 
 
-async def run(server: QueueServer, sock: object) -> None:
-    import socket as _socket
-    assert isinstance(sock, _socket.socket)
+async def run(server: QueueServer, sock: socket.socket) -> None:
     listener = await server.serve(sock)
     sweeper = asyncio.create_task(server.sweep_forever())
     stop = asyncio.Event()

@@ -138,7 +138,10 @@ class InjectionSession:
     Args:
         uid, pid: the peer's credentials (SO_PEERCRED), recorded in the envelope.
         privileged_uids: uids allowed to claim origin=network or origin=bounce.
-        databytes: the largest message in stored bytes; 0 means no limit (control/databytes).
+        databytes: the largest local injection in stored bytes; 0 means no limit
+            (control/databytes). Only origin=local is held to it: smtpd applies databytes
+            itself, per client (tcp.smtp's DATABYTES may lift it), and a bounce must be able
+            to carry a message that was at the limit (qmail does not limit bounces either).
         clock: seconds since the epoch (for the Received: line's date).
     """
 
@@ -263,7 +266,7 @@ class InjectionSession:
                 raise permanent("5.5.2 protocol error: end frame with a payload")
             out += self._ends.finish()
         self.size += len(out)
-        if self._databytes and self.size > self._databytes:
+        if self._databytes and self.origin == "local" and self.size > self._databytes:
             raise permanent(f"5.3.4 message too big: over the limit of {self._databytes} "
                             "bytes (control/databytes)")
         if ftype == b"E":

@@ -28,7 +28,7 @@ from mta.common.control import ControlFile, parse_number
 from mta.common.envelope import Envelope
 from mta.common.frames import HEADER_SIZE, encode
 from mta.queue.protocol import Commit, InjectionSession, Refused, check_header, temporary
-from mta.queue.store import DEBRIS_AGE, Draft, QueueStore
+from mta.queue.store import DEBRIS_AGE, CleanupReport, Draft, QueueStore
 
 log = logging.getLogger("postern.queue")
 T = TypeVar("T")
@@ -122,7 +122,7 @@ class QueueServer:
             except OSError as exc:
                 log.error("debris sweep failed: %s", exc)
 
-    def _sweep(self):  # type: ignore[no-untyped-def]
+    def _sweep(self) -> CleanupReport:
         return self.store.cleanup(min_age=DEBRIS_AGE, wipe_tmp=False)
 
     async def drain(self, timeout: float) -> None:

@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -366,7 +367,7 @@ class MemoryStore(QueueStore):
     """
 
     capacity: int | None = None
-    clock: "object" = None  # a callable returning seconds, or None for time.time
+    clock: Callable[[], float] | None = None  # seconds since the epoch; None: time.time
     mess: dict[str, _MemMessage] = field(default_factory=dict)
     todo: dict[str, bytes] = field(default_factory=dict)
     info: set[str] = field(default_factory=set)
@@ -377,7 +378,7 @@ class MemoryStore(QueueStore):
         self._inode = itertools.count(1)
 
     def now(self) -> float:
-        return self.clock() if callable(self.clock) else time.time()
+        return self.clock() if self.clock is not None else time.time()
 
     def used(self) -> int:
         return (sum(len(m.data) for m in self.mess.values()) + sum(map(len, self.todo.values()))

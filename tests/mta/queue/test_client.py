@@ -96,7 +96,7 @@ def test_over_databytes_during_write(tmp_path: Path) -> None:
         # And asynchronously.
 
         async def a() -> None:
-            inj = await AsyncInjection.open(daemon.socket, origin="network")
+            inj = await AsyncInjection.open(daemon.socket, origin="local")
             await inj.begin(b"", [b"a@b.example"])
             for _ in range(1000):
                 await inj.write(b"x" * 10_000)

@@ -103,6 +103,13 @@ def test_databytes_counts_stored_bytes_without_our_received_line() -> None:
     assert r.text.startswith("5.3.4")
 
 
+@pytest.mark.parametrize("uid, hello", [(50, HELLO_NET), (50, b"postern-queue 1 origin=bounce")])
+def test_databytes_applies_to_local_injections_only(uid: int, hello: bytes) -> None:
+    s = session(uid=uid, databytes=10)
+    out = run(s, [(b"V", hello), (b"F", b""), (b"T", b"a@b.example"), (b"M", b"x" * 100), (b"E", b"")])
+    assert out[-1] == Commit(b"\r\n")
+
+
 def test_too_many_recipients() -> None:
     s = session()
     run(s, [(b"V", HELLO_LOCAL), (b"F", b"")])
