@@ -31,6 +31,7 @@ UNITS: dict[str, tuple[str, set[str]]] = {
     "postern-worker.service": (ipc.DAEMON_USERS[ipc.Daemon.WORKER], {"control", "tls", "root"}),
     "postern-beat.service": (ipc.DAEMON_USERS[ipc.Daemon.WORKER], {"run", "root"}),
 }
+INIT = "postern-init.service"  # the one unit that is no daemon: a root oneshot before them
 FHS_PARTS = {str(path): part for part, path in permissions.part_paths(StateDir.fhs("/")).items()}
 
 
@@ -52,7 +53,7 @@ def one(unit: dict[str, list[str]], key: str) -> str:
 
 def test_one_unit_per_daemon_and_the_target_wants_them_all() -> None:
     services = [n for n in install.unit_names() if n.endswith(".service")]
-    assert sorted(services) == sorted(UNITS)
+    assert sorted(services) == sorted([*UNITS, INIT])
     for daemon in ipc.Daemon:
         assert f"postern-{daemon.value}.service" in services
     wants = one(settings(install.TARGET), "Wants").split()
@@ -167,6 +168,24 @@ def documented_scores() -> dict[str, float]:
 
 
 @pytest.mark.parametrize("name", sorted(UNITS))
+def test_every_daemon_waits_for_init_and_needs_it(name: str) -> None:
+    unit = settings(name)
+    assert INIT in " ".join(unit["After"]).split()
+    assert one(unit, "Requires") == INIT
+
+
+def test_init_runs_postern_init_as_root_with_only_file_capabilities() -> None:
+    unit = settings(INIT)
+    assert "User" not in unit
+    assert one(unit, "Type") == "oneshot"
+    assert one(unit, "ExecStart") == f"{PYTHON} -m appliance.cli init --state fhs"
+    assert set(one(unit, "CapabilityBoundingSet").split()) == {
+        "CAP_CHOWN", "CAP_FOWNER", "CAP_DAC_OVERRIDE", "CAP_FSETID"}
+    assert one(unit, "NoNewPrivileges") == "yes"
+    assert one(unit, "ProtectSystem") == "strict"
+
+
+@pytest.mark.parametrize("name", sorted([*UNITS, INIT]))
 def test_exposure_is_low_and_as_documented(rendered: Path, name: str) -> None:
     tool = support.require("systemd-analyze")
     score = exposure(tool, rendered / name)
