@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -250,3 +252,17 @@ def test_on_this_machine_postfix_s_sendmail_is_named_and_kept() -> None:
         install.install()
     assert sendmail.read_bytes() == before and not sendmail.is_symlink()
     assert unit.exists() == existed
+
+
+def test_tmpfiles_recreates_run_and_the_trigger_at_boot(tmp_path: Path) -> None:
+    """/run is a tmpfs: at every boot systemd-tmpfiles must bring back run/ and its FIFO with
+    the table's owners (the image's own users) and modes."""
+    tool = support.require("systemd-tmpfiles")
+    install.install(tmp_path, python=PYTHON, sendmail=OURS)
+    state = StateDir.fhs(tmp_path)
+    shutil.rmtree(state.run)
+    done = subprocess.run([tool, f"--root={tmp_path}", "--create",
+                           str(tmp_path / install.TMPFILES_FILE)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert stat.S_ISFIFO(os.lstat(state.trigger).st_mode)
+    assert permissions.audit(state, IdMap.tree(tmp_path)) == []
