@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from appliance import permissions, users
-from appliance.install import SENDMAIL_LINKS, TARGET, UNIT_DIR
+from appliance.install import (SENDMAIL_LINKS, TARGET, UNIT_DIR, default_python, render_unit,
+                               unit_names)
 from appliance.users import IdMap
 from mta.common import ipc
 from mta.common.control import MAX_CONTROL_FILE, ControlError, parse_lines
@@ -127,6 +128,9 @@ def check(state: StateDir, ids: IdMap | None | bool = True
         unit = Path("/") / UNIT_DIR / TARGET
         lines.append(f"systemd units: {'installed' if unit.exists() else 'not installed'}"
                      f" ({unit})")
+        if unit.exists():
+            for name, why in stale_units(Path("/") / UNIT_DIR):
+                problems.append(permissions.Problem(Path("/") / UNIT_DIR / name, why))
         for link in SENDMAIL_LINKS:
             path = Path("/") / link
             what = os.readlink(path) if path.is_symlink() else (
@@ -135,6 +139,26 @@ def check(state: StateDir, ids: IdMap | None | bool = True
 
     problems += permissions.audit(state, ids)
     return lines, problems
+
+
+def stale_units(unit_dir: Path) -> list[tuple[str, str]]:
+    """Installed units that are missing or differ from what this version renders."""
+    out = []
+    for name in unit_names():
+        path = unit_dir / name
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            out.append((name, "missing (run `postern install`)"))
+            continue
+        python = default_python()
+        for line in text.splitlines():
+            if line.startswith("ExecStart="):
+                python = line.removeprefix("ExecStart=").split()[0]
+                break
+        if text != render_unit(name, python=python):
+            out.append((name, "differs from this version's unit (run `postern install`)"))
+    return out
 
 
 def effective_configuration(state: StateDir) -> tuple[list[str], list[permissions.Problem]]:

@@ -99,3 +99,17 @@ def test_an_installed_tree_checks_clean_against_its_own_users(tmp_path: Path) ->
     assert [str(p) for p in problems] == [
         f"{state.mail}: owner postern-web:postern-web, want postern-vmail:postern-vmail "
         "(Maildirs: local writes, nobody else reads)"]
+
+
+def test_stale_or_missing_units_are_reported(tmp_path: Path) -> None:
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    for name in install.unit_names():
+        (unit_dir / name).write_text(install.render_unit(name, python="/opt/p/bin/python3"))
+    assert check_command.stale_units(unit_dir) == []
+    queue = unit_dir / "postern-queue.service"
+    queue.write_text(queue.read_text().replace("NoNewPrivileges=yes\n", ""))
+    (unit_dir / "postern-web.service").unlink()
+    assert check_command.stale_units(unit_dir) == [
+        ("postern-queue.service", "differs from this version's unit (run `postern install`)"),
+        ("postern-web.service", "missing (run `postern install`)")]
