@@ -15,7 +15,6 @@ RFC 5322 address-list reader (no ``email.utils``: CVE-2023-27043) and validated 
 
 from __future__ import annotations
 
-import email.utils
 import re
 import time
 from dataclasses import dataclass, field
@@ -178,6 +177,20 @@ def complete_address(raw: bytes, defaulthost: str, defaultdomain: str) -> Addres
             from None
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def rfc5322_date(moment: float) -> str:
+    """``Wed, 25 Nov 2026 16:19:18 +0100``: RFC 5322 §3.3 date-time in local time."""
+    t = time.localtime(moment)
+    offset = t.tm_gmtoff // 60
+    sign = "+" if offset >= 0 else "-"
+    hours, minutes = divmod(abs(offset), 60)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} {sign}{hours:02d}{minutes:02d}")
+
+
 @dataclass(frozen=True)
 class Prepared:
     """The header block to queue (CRLF lines) and the recipients named in To/Cc/Bcc."""
@@ -219,7 +232,7 @@ def prepare(block: bytes, *, sender: Identity, defaulthost: str, defaultdomain: 
     moment = time.time() if now is None else now
     added: list[bytes] = []
     if b"date" not in present:
-        added.append(b"Date: " + email.utils.formatdate(moment, localtime=True).encode("ascii") + b"\r\n")
+        added.append(b"Date: " + rfc5322_date(moment).encode("ascii") + b"\r\n")
     if b"message-id" not in present:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(moment))
         added.append(f"Message-ID: <{stamp}.{unique}@{idhost}>\r\n".encode("ascii"))
@@ -227,6 +240,8 @@ def prepare(block: bytes, *, sender: Identity, defaulthost: str, defaultdomain: 
         address = f"{sender.user}@{sender.host}"
         if sender.name:
             # formataddr quotes specials and RFC 2047-encodes a non-ASCII name: generation only.
+            # Imported here: email.utils costs sendmail ~10 ms of start-up on every call.
+            import email.utils
             text = email.utils.formataddr((sender.name, address))
         else:
             text = address

@@ -38,7 +38,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import secrets
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -328,7 +327,7 @@ def submit(state: StateDir, opts: Options, stdin: BinaryIO) -> str:
         block, body_start, ended = read_header(stdin, opts.dot_ends)
         prepared = headers.prepare(
             block, sender=me, defaulthost=names.defaulthost, defaultdomain=names.defaultdomain,
-            idhost=names.idhost, unique=f"{os.getpid()}.{secrets.token_hex(4)}.postern")
+            idhost=names.idhost, unique=f"{os.getpid()}.{os.urandom(4).hex()}.postern")
     except headers.HeaderError as exc:
         raise DataError(str(exc)) from None
     recipients = unique_recipients(

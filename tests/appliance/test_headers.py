@@ -64,9 +64,15 @@ def test_prepare_never_crashes_and_never_emits_bare_cr_or_lf(block: bytes) -> No
 def test_missing_date_message_id_and_from_are_added() -> None:
     out = prep(b"Subject: hi\n")
     assert out.header == (b"Subject: hi\r\n"
-                          b"Date: " + headers.email.utils.formatdate(0.0, localtime=True).encode()
+                          b"Date: " + headers.rfc5322_date(0.0).encode()
                           + b"\r\nMessage-ID: <19700101000000.1.abc@id.example.org>\r\n"
                           b"From: Alice Example <alice@host.example.org>\r\n")
+
+
+def test_date_is_rfc5322_and_agrees_with_the_stdlib() -> None:
+    import email.utils
+    for moment in (0.0, 1e9, 1795622222.0):
+        assert headers.rfc5322_date(moment) == email.utils.formatdate(moment, localtime=True)
 
 
 def test_present_headers_are_kept_as_they_are() -> None:
