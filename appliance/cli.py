@@ -19,6 +19,7 @@ import importlib
 import pkgutil
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from appliance import commands
 
@@ -49,13 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def discover() -> list[object]:
+def discover() -> list[ModuleType]:
     """Import every module in ``appliance.commands`` that has ``register``, sorted by name.
 
     A module that fails to import is reported on stderr and skipped: one broken command must
     not take the others (``postern run``, ``postern sendmail``) down with it.
     """
-    found = []
+    found: list[ModuleType] = []
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
             continue

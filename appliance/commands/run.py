@@ -175,8 +175,8 @@ def build_specs(state: StateDir, state_arg: str, listeners: dict[str, Listener |
             log(f"skipping {daemon.value}: mta.{daemon.value} has no __main__ yet")
             continue
         argv = [python, "-m", f"mta.{daemon.value}", "--state", state_arg, *user_args(daemon)]
-        probes = (UnixProbe(state.run / sock),) if sock else ()
-        specs.append(DaemonSpec(daemon.value, tuple(argv), env, probes, str(state.root)))
+        unix = (UnixProbe(state.run / sock),) if sock else ()
+        specs.append(DaemonSpec(daemon.value, tuple(argv), env, unix, str(state.root)))
 
     smtp, submission = listeners.get("smtp"), listeners.get("submission")
     if smtp or submission:
