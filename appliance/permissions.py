@@ -143,7 +143,8 @@ TABLE: Final[tuple[Rule, ...]] = (
          exact=False),
 
     Rule("log", "", D, "root", LOG, 0o2770, "queue and send append and rotate; worker reads"),
-    Rule("log", "*", F, f"{u.SEND}|{u.QUEUE}", LOG, 0o660, "delivery log and its rotations", exact=False),
+    Rule("log", "*", F, f"{u.SEND}|{u.QUEUE}", LOG, 0o660, "delivery log and its rotations",
+         exact=False),
 )
 
 # Parts that exist in both layouts, in the order they are created.
@@ -192,56 +193,89 @@ def kind_of(mode: int) -> Kind | None:
 
 @dataclass(frozen=True)
 class Found:
+    """One inode: where it is, which row governs it (None: nothing allows it here), and
+    how to reach it safely: ``name`` inside the directory open as ``dir_fd`` (the top of a
+    part has no parent open: ``dir_fd`` is then the part's own descriptor and ``name``
+    is None)."""
+
     path: Path
     part: str
     relative: tuple[str, ...]
     st: os.stat_result
-    rule: Rule | None  # None: nothing in the table allows this inode here
+    rule: Rule | None
+    dir_fd: int = -1
+    name: str | None = None
+
+
+_DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def walk(state: StateDir) -> Iterator[Found]:
     """Every inode of the state directory, each with the row that governs it.
 
-    Paths of one part found under another part's directory (the single folder nests every
-    part in ``root``) belong to the inner part. Symlinks are reported, never followed.
+    Daemons write these trees and root walks them, so the walk never follows a symlink: each
+    directory is opened with O_NOFOLLOW relative to its parent's descriptor, and checked to
+    be the inode that was listed, so a directory swapped for a link on the way is skipped.
+    The descriptors in a ``Found`` are valid until the generator moves on. Paths of one part
+    found under another part's directory (the single folder nests every part in ``root``)
+    belong to the inner part.
     """
     parts = part_paths(state)
-    owners = {path: name for name, path in parts.items()}
-    database = state.database
+    owners = set(parts.values())
     for name, top in parts.items():
         try:
-            st = os.lstat(top)
+            fd = os.open(top, _DIR_FLAGS)
         except FileNotFoundError:
             continue
-        kind = kind_of(st.st_mode)
-        yield Found(top, name, (), st, rule_for(name, (), kind) if kind else None)
-        if kind is not Kind.DIR:
-            continue
-        stack: list[tuple[Path, tuple[str, ...]]] = [(top, ())]
-        while stack:
-            directory, rel = stack.pop()
+        except OSError:  # a symlink (ELOOP) or not a directory: report what is there
             try:
-                entries = sorted(os.scandir(directory), key=lambda e: e.name)
-            except (FileNotFoundError, NotADirectoryError):
+                st = os.lstat(top)
+            except FileNotFoundError:
                 continue
-            for entry in entries:
-                path = Path(entry.path)
-                if path in owners:
-                    continue  # another part, walked on its own
-                est = entry.stat(follow_symlinks=False)
-                ekind = kind_of(est.st_mode)
-                erel = (*rel, entry.name)
-                epart = name
-                if name in ("root", "parent") and len(erel) == 1 and ekind is Kind.FILE:
-                    if path == database:
-                        epart, erel = "database", ()
-                    elif path.parent == database.parent and any(
-                            entry.name == database.name + s for s in SQLITE_SUFFIXES):
-                        epart, erel = "database-journal", ()
-                rule = rule_for(epart, erel, ekind) if ekind else None
-                yield Found(path, epart, erel, est, rule)
-                if ekind is Kind.DIR and rule is not None:
-                    stack.append((path, erel))
+            kind = kind_of(st.st_mode)
+            yield Found(top, name, (), st, rule_for(name, (), kind) if kind else None)
+            continue
+        try:
+            yield Found(top, name, (), os.fstat(fd), directory_rule(name), dir_fd=fd)
+            yield from _walk_dir(fd, top, name, (), owners, state.database)
+        finally:
+            os.close(fd)
+
+
+def _walk_dir(dir_fd: int, path: Path, part: str, rel: tuple[str, ...], owners: set[Path],
+              database: Path) -> Iterator[Found]:
+    try:
+        names = sorted(os.listdir(dir_fd))
+    except OSError:
+        return
+    for entry in names:
+        child = path / entry
+        if child in owners:
+            continue  # another part, walked on its own
+        try:
+            st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed meanwhile: daemons keep working while we look
+        kind = kind_of(st.st_mode)
+        erel, epart = (*rel, entry), part
+        if part in ("root", "parent") and not rel and kind is Kind.FILE:
+            if child == database:
+                epart, erel = "database", ()
+            elif any(child.name == database.name + s for s in SQLITE_SUFFIXES):
+                epart, erel = "database-journal", ()
+        rule = rule_for(epart, erel, kind) if kind else None
+        yield Found(child, epart, erel, st, rule, dir_fd=dir_fd, name=entry)
+        if kind is Kind.DIR and rule is not None:
+            try:
+                sub = os.open(entry, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError:
+                continue
+            try:
+                now = os.fstat(sub)
+                if (now.st_ino, now.st_dev) == (st.st_ino, st.st_dev):
+                    yield from _walk_dir(sub, child, epart, erel, owners, database)
+            finally:
+                os.close(sub)
 
 
 # --- auditing --------------------------------------------------------------------------------
@@ -334,21 +368,46 @@ def apply(state: StateDir, ids: IdMap, *, create: bool = True) -> list[str]:
         rule = found.rule
         if rule is None:
             continue
-        st = found.st
-        allowed = {ids.uid(name) for name in rule.owners}
-        if rule.kind in (Kind.SOCKET, Kind.FIFO):
-            allowed.add(0)
-        uid = st.st_uid if st.st_uid in allowed else ids.uid(rule.owners[0])
-        gid = ids.gid(rule.group)
-        if (st.st_uid, st.st_gid) != (uid, gid):
-            os.chown(found.path, uid, gid, follow_symlinks=False)
-            changed.append(f"chown {ids.user_name(uid)}:{rule.group} {found.path}")
-        # chown clears setuid/setgid bits, so set the mode after it, always.
-        mode = stat.S_IMODE(os.lstat(found.path).st_mode)
-        if not rule.allows_mode(mode):
-            new = rule.mode if rule.exact else mode & rule.mode
-            os.chmod(found.path, new)
-            changed.append(f"chmod {new:04o} {found.path}")
+        try:
+            changed += _fix(found, rule, ids)
+        except FileNotFoundError:
+            continue  # removed meanwhile (a delivered message, a rotated log)
+    return changed
+
+
+def _fix(found: Found, rule: Rule, ids: IdMap) -> list[str]:
+    """Give one inode its row's owner and mode, through descriptors, never through a link."""
+    changed = []
+    st = found.st
+    allowed = {ids.uid(name) for name in rule.owners}
+    if rule.kind in (Kind.SOCKET, Kind.FIFO):
+        allowed.add(0)
+    uid = st.st_uid if st.st_uid in allowed else ids.uid(rule.owners[0])
+    gid = ids.gid(rule.group)
+    if (st.st_uid, st.st_gid) != (uid, gid):
+        if found.name is None:
+            os.fchown(found.dir_fd, uid, gid)
+        else:
+            os.chown(found.name, uid, gid, dir_fd=found.dir_fd, follow_symlinks=False)
+        changed.append(f"chown {ids.user_name(uid)}:{rule.group} {found.path}")
+    # chown clears the setgid bit, so look again and set the mode after it, always.
+    if found.name is None:
+        now = os.fstat(found.dir_fd)
+    else:
+        now = os.stat(found.name, dir_fd=found.dir_fd, follow_symlinks=False)
+    if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev) or kind_of(now.st_mode) is not rule.kind:
+        return changed  # replaced meanwhile: leave it for the next run (audit reports it)
+    mode = stat.S_IMODE(now.st_mode)
+    if not rule.allows_mode(mode):
+        new = rule.mode if rule.exact else mode & rule.mode
+        try:
+            if found.name is None:
+                os.fchmod(found.dir_fd, new)
+            else:  # fchmodat(AT_SYMLINK_NOFOLLOW): refuses a symlink swapped in meanwhile
+                os.chmod(found.name, new, dir_fd=found.dir_fd, follow_symlinks=False)
+        except (ValueError, NotImplementedError):
+            return changed
+        changed.append(f"chmod {new:04o} {found.path}")
     return changed
 
 

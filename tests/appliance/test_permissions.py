@@ -28,7 +28,8 @@ def test_every_socket_is_in_the_table_and_owned_by_its_server() -> None:
         rule = rule_for("run", (sock,), Kind.SOCKET)
         assert rule is not None, sock
         assert rule.owner == ipc.DAEMON_USERS[server]
-    assert rule_for("run", (ipc.QUEUE_SOCKET,), Kind.SOCKET).mode == 0o666  # type: ignore[union-attr]
+    queue_sock = rule_for("run", (ipc.QUEUE_SOCKET,), Kind.SOCKET)
+    assert queue_sock is not None and queue_sock.mode == 0o666
     assert rule_for("run", ("evil.sock",), Kind.SOCKET) is None
 
 
@@ -64,8 +65,9 @@ def test_unknown_paths_match_nothing() -> None:
 
 
 def test_secrets_go_only_to_their_reader() -> None:
-    assert rule_for("control", ("passwd",), Kind.FILE).group == users.SMTPD  # type: ignore[union-attr]
-    assert rule_for("control", ("relayauth",), Kind.FILE).group == users.REMOTE  # type: ignore[union-attr]
+    for name, reader in (("passwd", users.SMTPD), ("relayauth", users.REMOTE)):
+        rule = rule_for("control", (name,), Kind.FILE)
+        assert rule is not None and rule.group == reader
     # and nobody but the worker is in those groups besides the reader's own primary group
     for a in users.ACCOUNTS:
         if users.SMTPD in a.groups or users.REMOTE in a.groups:
@@ -133,6 +135,23 @@ def test_apply_repairs_owners_and_modes_but_never_follows_symlinks(
     assert (st.st_uid, st.st_gid) == (ids.uid(users.ADMIN), ids.gid(users.GROUP_ALL))
     assert (os.stat(victim).st_uid, stat.S_IMODE(os.stat(victim).st_mode)) == (0, 0o600)
     assert [p.path.name for p in permissions.audit(state, ids)] == ["locals"]
+
+
+def test_a_directory_swapped_for_a_link_leads_nowhere(tree: tuple[Path, StateDir, IdMap]) -> None:
+    """A daemon that replaces one of its directories with a symlink (to /etc, say) must not
+    get root's next ``apply`` to chown or chmod what the link points at."""
+    _root, state, ids = tree
+    outside = state.root.parent / "outside"
+    (outside / "inner").mkdir(parents=True)
+    (outside / "inner" / "secret").write_text("root's")
+    os.chmod(outside / "inner" / "secret", 0o600)
+    (state.mail / "example.org").mkdir()
+    os.symlink(outside, state.mail / "example.org" / "bob")
+    permissions.apply(state, ids)
+    for path in (outside, outside / "inner", outside / "inner" / "secret"):
+        assert os.lstat(path).st_uid == 0, path
+    assert stat.S_IMODE(os.lstat(outside / "inner" / "secret").st_mode) == 0o600
+    assert [p.path.name for p in permissions.audit(state, ids)] == ["bob"]
 
 
 def test_single_user_audit_checks_only_extra_bits(tmp_path: Path) -> None:
