@@ -590,6 +590,7 @@ def make_trigger(state: StateDir, ids: IdMap) -> list[str]:
     if os.path.lexists(state.trigger) or not state.run.is_dir():
         return []
     os.mkfifo(state.trigger, 0o600)
-    os.chown(state.trigger, ids.uid(rule.owners[0]), ids.gid(rule.group))
+    # mode first, while root still owns it; after the chown its new owner could swap it
     os.chmod(state.trigger, rule.mode)
+    os.chown(state.trigger, ids.uid(rule.owners[0]), ids.gid(rule.group), follow_symlinks=False)
     return [f"created {state.trigger}"]
