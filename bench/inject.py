@@ -6,10 +6,14 @@ origin=network) from 1 and from 20 concurrent clients for ``--seconds`` each, an
 ``bench/fsync_limit.py``'s 20-thread figure on the same filesystem in the same run. The goal
 (issue 2): at least 0.5 of that limit at 20 clients.
 
-    .venv/bin/python bench/inject.py [--dir DIR] [--seconds 5] [--client-procs 2]
+    .venv/bin/python bench/inject.py [--dir DIR] [--seconds 5] [--client-procs 2] [--serial]
 
 Clients run in ``--client-procs`` processes (asyncio tasks spread over them), because on a
-small machine one Python client process cannot keep the daemon busy.
+small machine one Python client process cannot keep the daemon busy. ``--serial`` runs the
+daemon's server with ``FilesystemStore(parallel_fsync=False)`` (the textbook one-fsync-at-a-
+time order, docs/internals.md) to show what the parallel fsyncs gain. It also reports the
+20-thread limit *with* a directory fsync per operation: the queue must fsync two
+directories per message, and on ext4 that, not the file fsync, is the expensive part.
 """
 
 from __future__ import annotations
@@ -75,10 +79,34 @@ def inject_rate(sock: str, clients: int, seconds: float, procs: int) -> float:
     return total / (time.perf_counter() - start)
 
 
-def start_daemon(state: StateDir) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "mta.queue", "--state", str(state.root),
-                             "--log-level", "WARNING"],
-                            cwd=Path(__file__).resolve().parent.parent)
+def serve_serial(root: str) -> None:
+    """The queue daemon's server with the serial fsync order (``--serial``)."""
+    import logging
+
+    from mta.common import queuedirs
+    from mta.queue.server import QueueServer, bind
+    from mta.queue.store import FilesystemStore
+
+    logging.basicConfig(level=logging.WARNING)
+    state = StateDir.single(root)
+    state.run.mkdir(parents=True, exist_ok=True)
+    sock = bind(state.queue_socket)
+    store = FilesystemStore(queuedirs.create(state.queue), parallel_fsync=False)
+    server = QueueServer(store=store, privileged_uids=frozenset({os.getuid()}))
+
+    async def run() -> None:
+        await server.serve(sock)
+        await asyncio.Event().wait()
+    asyncio.run(run())
+
+
+def start_daemon(state: StateDir, serial: bool) -> subprocess.Popen[bytes]:
+    if serial:
+        command = [sys.executable, __file__, "--serve-serial", str(state.root)]
+    else:
+        command = [sys.executable, "-m", "mta.queue", "--state", str(state.root),
+                   "--log-level", "WARNING"]
+    proc = subprocess.Popen(command, cwd=Path(__file__).resolve().parent.parent)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         with socket.socket(socket.AF_UNIX) as s:
@@ -96,17 +124,26 @@ def main() -> None:
     parser.add_argument("--dir", default=".", help="a directory on the queue's filesystem")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument("--serial", action="store_true", help="serial fsync order (see above)")
+    parser.add_argument("--serve-serial", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_serial:
+        serve_serial(args.serve_serial)
+        return
     work = Path(tempfile.mkdtemp(prefix="inject-bench-", dir=args.dir))
     state = StateDir.single(work / "var")
-    proc = start_daemon(state)
+    proc = start_daemon(state, args.serial)
     try:
         limit = measure(Path(args.dir), 20, args.seconds)
-        print(f"fsync_limit threads=20 {limit:8.0f} per second (same filesystem, same run)")
+        print(f"fsync_limit threads=20 {limit:8.0f} create+write 4KB+fsync+rename per second")
+        dir_limit = measure(Path(args.dir), 20, args.seconds, dir_fsync=True)
+        print(f"fsync_limit threads=20 {dir_limit:8.0f} the same + fsync(directory) per second")
+        order = "serial" if args.serial else "parallel"
         for clients in (1, 20):
             rate = inject_rate(str(state.queue_socket), clients, args.seconds, args.client_procs)
-            print(f"inject clients={clients:<2} {rate:8.0f} messages/s (4 KB), "
-                  f"ratio to the 20-thread fsync limit {rate / limit:.2f}")
+            print(f"inject clients={clients:<2} {rate:8.0f} messages/s (4 KB, {order} fsyncs), "
+                  f"ratio to the 20-thread fsync limit {rate / limit:.2f} "
+                  f"(to the limit with a directory fsync {rate / dir_limit:.2f})")
     finally:
         proc.terminate()
         proc.wait()
