@@ -299,7 +299,7 @@ class RelayNetworkViewSet(NaturalKeyViewSet):
     domain_path = None
     superadmin_only = True
     lookup_field = "network"
-    lookup_value_regex = r"[0-9A-Fa-f:.]+(?:/[0-9]{1,3})?"
+    lookup_value_regex = r"[^/]+(?:/[^/]+)?"  # a CIDR has one slash; find() validates
     key_field = "network"
 
     def find(self, key: str) -> RelayNetwork | None:
@@ -312,7 +312,7 @@ class AccessRuleViewSet(NaturalKeyViewSet):
     domain_path = None
     superadmin_only = True
     lookup_field = "position"
-    lookup_value_regex = r"[0-9]{1,10}"
+    lookup_value_regex = r"[^/]+"  # find() accepts ASCII digits only; else a JSON 404
     key_field = "position"
 
     def find(self, key: str) -> AccessRule | None:
