@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime
 import os
+import threading
+from contextlib import contextmanager
 import signal
 import smtplib
 import socket
@@ -26,7 +28,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mta.common import ipc
 from mta.common.envelope import Envelope
+from mta.common.frames import FrameError, encode, recv_frame
 from mta.common.passwd import hash_password
 from mta.common.paths import StateDir
 from tests import support
@@ -118,7 +122,8 @@ class Smtpd:
 
 
 def start_smtpd(root: Path, *, controls: dict[str, str] | None = None, tls: bool = True,
-                extra_args: tuple[str, ...] = (), workers: int = 1) -> Smtpd:
+                extra_args: tuple[str, ...] = (), workers: int = 1,
+                real_queue: bool = True) -> Smtpd:
     queue = make_daemon(root)
     state = queue.state
     state.control.mkdir(parents=True, exist_ok=True)
@@ -129,7 +134,10 @@ def start_smtpd(root: Path, *, controls: dict[str, str] | None = None, tls: bool
             f"alice@mx.test:{hash_password(PASSWORD)}::::::\n")
     if tls:
         make_certificate(state.tls)
-    queue.start()
+    if real_queue:
+        queue.start()
+    else:
+        state.run.mkdir(parents=True, exist_ok=True)
     smtp, submission = support.free_port(), support.free_port()
     log = root.parent / f"{root.name}-smtpd.log"
     with open(log, "ab") as out:
@@ -215,3 +223,44 @@ class Raw:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def fault_queue(path: Path, answer: bytes, text: bytes) -> Iterator[list[list[bytes]]]:
+    """A stand-in for the queue daemon on ``path`` that reads a whole injection (frames up
+    to E, as the real one) and answers ``answer`` (b"D" or b"Z") with ``text``: the real
+    daemon cannot be made to refuse network mail at will. Yields the frame types seen."""
+    seen: list[list[bytes]] = []
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(16)
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(10)
+                types: list[bytes] = []
+                seen.append(types)
+                try:
+                    while (frame := recv_frame(conn, ipc.QUEUE_CLIENT_FRAMES)) is not None:
+                        types.append(frame.type)
+                        if frame.type == ipc.Q.END.value:
+                            conn.sendall(encode(answer, text))
+                            break
+                except (OSError, FrameError):
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        thread.join()
+        server.close()

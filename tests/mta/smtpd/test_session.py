@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mta.smtp.replies import Reply
-from tests.mta.smtpd.conftest import Raw, Smtpd, start_smtpd
+from tests.mta.smtpd.conftest import Raw, Smtpd, fault_queue, start_smtpd
 
 IP = "127.0.0.1"
 
@@ -260,26 +260,29 @@ def test_queue_down_gives_451(smtpd: Smtpd) -> None:
         assert c.cmd("QUIT").code == 221
 
 
-def test_queue_refusal_after_data_is_not_250(tmp_path: Path) -> None:
-    # tcp.smtp lifts smtpd's own databytes for this client (DATABYTES="0"), so the queue
-    # daemon's limit (control/databytes) is the one that refuses: its D must become 552
-    # after the data, and nothing may be stored.
-    d = start_smtpd(tmp_path / "var", controls={"databytes": "100\n",
-                                                "tcp.smtp": '127.:allow,DATABYTES="0"\n'})
+@pytest.mark.parametrize("answer,text,code,enhanced", [
+    (b"D", b"5.3.4 message too big", 552, "5.3.4"),
+    (b"D", b"5.6.0 refused by the queue", 554, "5.6.0"),
+    (b"Z", b"4.3.0 disk full", 451, "4.3.0"),
+])
+def test_queue_answer_after_data(tmp_path: Path, answer: bytes, text: bytes, code: int,
+                                 enhanced: str) -> None:
+    """250 only on the queue's K: its D becomes 554 (552 for 5.3.4), its Z 451."""
+    d = start_smtpd(tmp_path / "var", real_queue=False)
     try:
-        with Raw(d.smtp) as c:
-            assert c.cmd("EHLO client.test").lines[2] == "SIZE"
-            c.cmd("MAIL FROM:<a@sender.example>")
-            c.cmd("RCPT TO:<alice@mx.test>")
-            assert c.cmd("DATA").code == 354
-            c.send((b"z" * 500 + b"\r\n") * 300 + b".\r\n")
-            reply = c.reply()
-            assert (reply.code, reply.enhanced) == (552, "5.3.4")
-            assert c.cmd("NOOP").code == 250
-        assert d.messages() == []
+        with fault_queue(d.state.queue_socket, answer, text) as seen:
+            with Raw(d.smtp) as c:
+                c.cmd("EHLO client.test")
+                c.cmd("MAIL FROM:<a@sender.example>")
+                c.cmd("RCPT TO:<alice@mx.test>")
+                assert c.cmd("DATA").code == 354
+                c.send((b"z" * 500 + b"\r\n") * 300 + b".\r\n")
+                reply = c.reply()
+                assert (reply.code, reply.enhanced) == (code, enhanced)
+                assert c.cmd("NOOP").code == 250  # the session goes on
+            assert seen[0][0] == b"V" and seen[0][-1] == b"E" and b"M" in seen[0]
     finally:
         d.stop()
-        d.queue.kill()
 
 
 # --- command-level rules --------------------------------------------------------------------
