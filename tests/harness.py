@@ -85,7 +85,17 @@ class Appliance:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+            self.kill_daemons()
             raise AssertionError(f"postern run did not stop within {timeout}s")
+
+    def kill_daemons(self) -> None:
+        """SIGKILL every daemon's process group the log names (each daemon has its own group,
+        so killing a stuck supervisor would otherwise leave them running)."""
+        for _, pid in _STARTED.findall(self.log()):
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def parse_ready(line: str) -> dict[str, tuple[str, int]]:
@@ -204,6 +214,11 @@ def _running(root: Path, tmp_path: Path, *, smtp: bool, submission: bool, web: b
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+                for _, pid in _STARTED.findall(log_path.read_text(errors="replace")):
+                    try:
+                        os.killpg(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
         process.stdout.close()
 
 
