@@ -192,3 +192,27 @@ def test_unconfirmed_reverse_name_is_not_used(tmp_path: Path) -> None:
         finally:
             d.stop()
             d.queue.kill()
+
+
+def test_ipv6_listener_and_rules(tmp_path: Path) -> None:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")  # explained: kernel without IPv6
+    port = support.free_port()
+    d = start_smtpd(tmp_path / "var", extra_args=("--smtp", f"[::1]:{port}"),
+                    controls={"tcp.smtp": '::1:allow,RELAYCLIENT=""\n:allow\n'})
+    try:
+        with Raw(("::1", port)) as c:
+            c.cmd("EHLO client.test")
+            c.cmd("MAIL FROM:<a@sender.example>")
+            assert c.cmd("RCPT TO:<victim@example.net>").code == 250  # ::1 may relay
+            c.cmd("DATA")
+            c.send(b"Subject: v6\r\n\r\nx\r\n.\r\n")
+            assert c.reply().code == 250
+        [(_, data)] = d.messages()
+        assert data.startswith(b"Received: from client.test ([IPv6:::1])")
+    finally:
+        d.stop()
+        d.queue.kill()

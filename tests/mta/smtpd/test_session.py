@@ -402,3 +402,29 @@ def test_control_files_checked_by_parsers_at_runtime(smtpd: Smtpd) -> None:
     with Raw(smtpd.smtp) as c:  # the previous rules (allow) stay in force
         assert c.greeting.code == 220
     assert "tcp.smtp" in smtpd.log_text()
+
+
+# --- whatever a client sends, the daemon survives and the next client is served ---------------
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_pieces = st.sampled_from([b"EHLO x\r\n", b"MAIL FROM:<a@b.example>\r\n", b"RCPT TO:<alice@mx.test>\r\n",
+                           b"DATA\r\n", b".\r\n", b"\r\n", b"\n", b"\r", b"\x00", b"AUTH PLAIN\r\n",
+                           b"STARTTLS\r\n", b"RSET\r\n", "RCPT TO:<ü@mx.test>\r\n".encode(),
+                           b"x" * 3000])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(_pieces, st.binary(max_size=64)), max_size=12))
+def test_random_sessions_never_hurt_the_daemon(shared_smtpd: Smtpd, parts: list[bytes]) -> None:
+    with Raw(shared_smtpd.smtp) as c:
+        try:
+            c.send(b"".join(parts) + b"\r\n.\r\nQUIT\r\n")
+            c.sock.settimeout(5)
+            c.closed()
+        except (OSError, ConnectionError):
+            pass
+    assert shared_smtpd.proc.poll() is None
+    with Raw(shared_smtpd.smtp) as c:
+        assert c.cmd("NOOP").code == 250
+    assert "session failed" not in shared_smtpd.log_text()  # no exception escaped a session
