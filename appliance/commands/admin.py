@@ -23,6 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     rm = sub.add_parser("remove")
     rm.add_argument("user")
     rm.set_defaults(func=w.run(_remove))
+    totp = sub.add_parser("totp", help="turn on the TOTP second factor (prints the secret once)")
+    totp.add_argument("user")
+    totp.add_argument("--off", action="store_true", help="turn it off")
+    totp.set_defaults(func=w.run(_totp))
+
+
+def _audit(action: str, user: object, after: dict[str, object] | None) -> None:
+    from webui.core.changes import audit
+
+    audit(w.actor(), "cli", action, user, None, after)  # type: ignore[arg-type]
 
 
 def _add(args: argparse.Namespace) -> int:
@@ -55,6 +65,8 @@ def _add(args: argparse.Namespace) -> int:
         user.save()
         profile, _ = AdminProfile.objects.get_or_create(user=user)
         profile.domains.set(domains)
+        _audit("update", user, {"username": user.username, "superuser": user.is_superuser,
+                                "domains": [d.name for d in domains]})
     return 0
 
 
@@ -75,7 +87,28 @@ def _list(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     from django.contrib.auth import get_user_model
 
-    deleted, _ = get_user_model().objects.filter(username=args.user).delete()
-    if not deleted:
+    user = get_user_model().objects.filter(username=args.user).first()
+    if user is None:
         raise w.CommandError(f"no admin {args.user}", w.EX_NOUSER)
+    _audit("delete", user, None)
+    user.delete()
+    return 0
+
+
+def _totp(args: argparse.Namespace) -> int:
+    from django.contrib.auth import get_user_model
+
+    from webui.accounts import totp
+    from webui.accounts.models import AdminProfile
+
+    user = get_user_model().objects.filter(username=args.user).first()
+    if user is None:
+        raise w.CommandError(f"no admin {args.user}", w.EX_NOUSER)
+    profile, _ = AdminProfile.objects.get_or_create(user=user)
+    profile.totp_secret = "" if args.off else totp.new_secret()
+    profile.save()
+    _audit("update", user, {"username": user.username, "totp": not args.off})
+    if not args.off:
+        print(profile.totp_secret)
+        print(totp.provisioning_uri(profile.totp_secret, user.username))
     return 0

@@ -31,7 +31,11 @@ def _create(args: argparse.Namespace) -> int:
     user = get_user_model().objects.filter(username=args.user, is_active=True).first()
     if user is None:
         raise w.CommandError(f"no admin {args.user} (postern admin add)", w.EX_NOUSER)
-    _, key = ApiToken.issue(user, read_only=args.read_only, name=args.name)
+    from webui.core.changes import audit
+
+    token, key = ApiToken.issue(user, read_only=args.read_only, name=args.name)
+    audit(w.actor(), "cli", "create", token, None,
+          {"user": user.username, "prefix": token.prefix, "read_only": token.read_only})
     print(key)
     return 0
 

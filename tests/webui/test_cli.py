@@ -66,6 +66,8 @@ def test_the_whole_set(state: Path) -> None:
     assert token.startswith("pst_") and len(token) > 30
     assert "read-only" in ok(run(state, "token", "list"))
     assert "tenant\tdomains: xn--bcher-kva.example" in ok(run(state, "admin", "list"))
+    secret, uri = ok(run(state, "admin", "totp", "tenant")).split()
+    assert uri.startswith("otpauth://totp/Postern:tenant?secret=" + secret)
     assert "alice@xn--bcher-kva.example\t1G\tenabled" in ok(run(state, "mailbox", "list"))
     generation = int((control / "generation").read_text().split()[0])
     assert ok(run(state, "publish")).strip() == f"generation {generation}"  # nothing changed

@@ -326,6 +326,11 @@ def test_domain_admin_cannot_create_in_another_domain(client: Client, two_tenant
     resp = client.post(reverse("domainalias-add"), {"name": "sneaky.example",
                                                     "target": theirs.pk})
     assert "target" in resp.context["form"].errors
+    # nor may it claim a new domain name as an alias of its own domain
+    resp = client.post(reverse("domainalias-add"), {"name": "victim.example",
+                                                    "target": objs["domain"][0].pk})
+    assert "only a superadmin" in " ".join(resp.context["form"].errors["name"])
+    assert not DomainAlias.objects.filter(name="victim.example").exists()
     resp = client.post(reverse("domain-add"), {"name": "new.example", "enabled": "on"})
     assert resp.status_code == 200 and not Domain.objects.filter(name="new.example").exists()
     # renaming its own domain is not allowed either (a superadmin's job)

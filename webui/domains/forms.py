@@ -63,4 +63,7 @@ class DomainAliasForm(ScopedModelForm):
     def clean_name(self) -> str:
         name = normalise_domain(self.cleaned_data["name"])
         check_name_free(name, exclude_alias=self.instance.pk)
+        if not is_superadmin(self.user) and name != self.instance.name:
+            # A new name in rcpthosts is a new domain: a superadmin's decision, as for domains.
+            raise forms.ValidationError("only a superadmin may add or rename domain aliases")
         return name
