@@ -242,3 +242,32 @@ def test_parse_args_accepts_sendmail_noise() -> None:
     assert opts.extract and not opts.dot_ends and opts.verbose
     assert opts.sender == "s@x" and opts.full_name == "Name"
     assert opts.recipients == ["-dash@example.org", "r@example.org"]
+
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@given(st.lists(st.text(alphabet="-tifFoBbvU=x@. ab", max_size=8), max_size=6))
+def test_parse_args_never_crashes(argv: list[str]) -> None:
+    try:
+        opts = sendmail.parse_args(argv)
+    except sendmail.UsageError:
+        return
+    assert opts.mode in ("m", "s")
+    assert all(isinstance(r, str) for r in opts.recipients)
+
+
+@given(st.binary(max_size=400), st.booleans())
+def test_reading_any_input_never_crashes(data: bytes, dot_ends: bool) -> None:
+    import io
+    stream = io.BytesIO(data)
+    try:
+        header, start, ended = sendmail.read_header(stream, dot_ends)
+    except sendmail.DataError:
+        return
+    body = b"".join(sendmail.read_body(stream, dot_ends)) if not ended else b""
+    if not dot_ends:
+        # with -i nothing is lost: what is not header is body (a blank separator line aside)
+        assert len(header) + len(start) + len(body) <= len(data)
+        assert data.endswith(body)
