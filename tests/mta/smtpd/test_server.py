@@ -27,6 +27,19 @@ def proc_status(pid: int, field: str) -> int:
     raise AssertionError(f"no {field}")
 
 
+def children_of(pid: int) -> list[int]:
+    """Live child processes of ``pid``, from /proc (no procps needed)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(stat.parent.name))
+    return out
+
+
 def stream_message(d: Smtpd, size: int, rcpt: str = "<alice@mx.test>") -> int:
     line = b"0123456789" * 7 + b"\r\n"  # 72 octets
     block = line * (MB // len(line))
@@ -68,9 +81,7 @@ def test_workers_share_listeners_and_connection_counts(tmp_path: Path) -> None:
     d = start_smtpd(tmp_path / "var", workers=2, controls={"maxconnip": "3\n"})
     try:
         def worker_pids() -> list[int]:
-            out = subprocess.run(["pgrep", "-P", str(d.proc.pid)], capture_output=True,
-                                 text=True).stdout.split()
-            return [int(p) for p in out]
+            return children_of(d.proc.pid)
         support.wait_for(lambda: len(worker_pids()) == 2, what="two workers")
         support.wait_for(lambda: d.log_text().count("serving") == 2, what="workers serving")
         held = [Raw(d.smtp) for _ in range(3)]  # spread over both workers by the kernel
