@@ -95,10 +95,12 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("root", "broker/**", F, f"{u.WEB}|{u.ADMIN}", u.WEB, 0o660, "a broker message",
          exact=False),
 
-    Rule("control", "", D, u.ADMIN, ALL, 0o750, "only worker writes; daemons read"),
+    Rule("control", "", D, u.ADMIN, ALL, 0o2750,
+         "only worker writes; daemons read; setgid, so every file published gets the group"),
     Rule("control", "passwd", F, u.ADMIN, u.SMTPD, 0o640, "password hashes: smtpd (AUTH) only"),
     Rule("control", "relayauth", F, u.ADMIN, u.REMOTE, 0o640, "smarthost secrets: remote only"),
-    Rule("control", "*", F, u.ADMIN, ALL, 0o640, "configuration: worker writes, daemons read"),
+    Rule("control", "*", F, u.ADMIN, ALL, 0o644, "configuration: worker writes, daemons read",
+         exact=False),
 
     Rule("tls", "", D, u.ADMIN, u.SMTPD, 0o750, "worker installs keys; smtpd reads them"),
     Rule("tls", "*", F, u.ADMIN, u.SMTPD, 0o640, "key and certificate"),

@@ -48,7 +48,7 @@ def test_table_names_only_known_users_and_groups() -> None:
     ("queue", ("bounce", "3", "X"), Kind.FILE, users.SEND, 0o640),
     ("mail", ("example.org", "bob", "new", "1.2.host"), Kind.FILE, users.VMAIL, 0o600),
     ("control", ("passwd",), Kind.FILE, users.ADMIN, 0o640),
-    ("control", ("me",), Kind.FILE, users.ADMIN, 0o640),
+    ("control", ("me",), Kind.FILE, users.ADMIN, 0o644),
     ("run", ("celerybeat-schedule.db",), Kind.FILE, users.ADMIN, 0o640),
 ])
 def test_rows_match_the_paths_they_govern(part: str, rel: tuple[str, ...], kind: Kind,
@@ -105,15 +105,15 @@ def test_a_fresh_install_audits_clean(tree: tuple[Path, StateDir, IdMap]) -> Non
 def test_audit_reports_each_kind_of_problem(tree: tuple[Path, StateDir, IdMap]) -> None:
     _root, state, ids = tree
     (state.control / "me").write_text("mx.example\n")
-    os.chmod(state.control / "me", 0o644)                     # wrong mode (and owner root)
+    os.chmod(state.control / "me", 0o666)                     # wrong mode (and owner root)
     (state.run / "stray").write_text("x")                      # nothing allows it
     os.symlink("/etc/shadow", state.control / "rcpthosts")    # a symlink in control/
     os.chmod(state.mail, 0o755)                                # mail readable by all
     found: dict[str, str] = {}
     for problem in permissions.audit(state, ids):
         found[problem.path.name] = found.get(problem.path.name, "") + problem.text + "; "
-    assert "mode 0644, want 0640" in found["me"]
-    assert "owner root:root, want postern-admin:postern" in found["me"]
+    assert "mode 0666, want at most 0644" in found["me"]
+    assert "owner root:postern, want postern-admin:postern" in found["me"]  # setgid control/
     assert "unexpected file" in found["stray"]
     assert "symlink" in found["rcpthosts"]
     assert "mode 0755, want 0700" in found["mail"]
