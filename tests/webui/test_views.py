@@ -408,3 +408,33 @@ def test_stylesheet_is_served_and_paths_stay_inside(client: Client) -> None:
     for path in ("/static/../settings/base.py", "/static/postern/../../settings/base.py"):
         resp = client.get(path)
         assert resp.status_code in (400, 404) and b"SECRET" not in resp.content
+
+
+def test_admin_accounts_and_tokens_pages(admin_client: Client, two_tenants) -> None:  # type: ignore[no-untyped-def]
+    from django.contrib.auth import get_user_model
+
+    from webui.accounts.models import ApiToken
+
+    user, objs = two_tenants
+    mine = objs["domain"][0]
+    resp = admin_client.post(reverse("admin-add"), {"username": "helper", "is_active": "on",
+                                                    "password": "a long password",
+                                                    "domains": [mine.pk]})
+    assert resp.status_code == 302, resp.context["form"].errors
+    helper = get_user_model().objects.get(username="helper")
+    assert not helper.is_superuser and list(helper.postern_profile.domains.all()) == [mine]
+    resp = admin_client.post(reverse("token-list"), {"name": "ci", "read_only": "on",
+                                                     "user": helper.pk})
+    key = resp.context["new_key"]
+    token = ApiToken.objects.get(user=helper)
+    assert token.read_only and ApiToken.hash_key(key) == token.key_hash
+    assert key not in admin_client.get(reverse("token-list")).content.decode()
+    # the domain admin sees its own tokens only and cannot revoke others' or manage admins
+    c = Client()
+    c.force_login(user)
+    assert c.get(reverse("admin-list")).status_code == 403
+    assert "helper" not in c.get(reverse("token-list")).content.decode()
+    assert c.post(reverse("token-revoke", args=[token.pk])).status_code == 404
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+    assert admin_client.post(reverse("token-revoke", args=[token.pk])).status_code == 302
+    assert not ApiToken.objects.filter(pk=token.pk).exists()
