@@ -20,8 +20,9 @@ DESCRIPTION
     Connection counts are shared between workers (mta/smtpd/limits.py).
 
 SECURITY
-    Runs as postern-smtpd (``--user``, after binding, so ports 25/587 need no privilege
-    later) or as the invoking user. Reads control/ and tls/. Writes nothing on disk.
+    Runs as postern-smtpd (``--user``, after binding the ports and reading tls/key.pem, so
+    neither needs privilege later) or as the invoking user. Reads control/ and tls/ (the
+    key and certificate once, at start). Writes nothing on disk.
     Peers: the network (untrusted: every byte goes through the protocol machine) and
     run/queue.sock. Trusts only the TCP peer address: no XCLIENT, no PROXY protocol.
 
@@ -69,7 +70,7 @@ from typing import Any, Final
 from mta.common import daemon
 from mta.common.paths import StateDir
 from mta.smtpd import limits
-from mta.smtpd.server import Listener, serve
+from mta.smtpd.server import Listener, serve, tls_context
 
 log = logging.getLogger("postern.smtpd")
 EXIT_FAILURE: Final = 111
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         log.critical("cannot bind: %s", exc)
         return EXIT_FAILURE
+    tls = tls_context(state)  # read the key before dropping privileges
     if args.user:
         from mta.util.privs import drop_privileges
         drop_privileges(args.user)
@@ -206,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         args.workers)
     try:
         options: dict[str, Any] = {"dns_servers": [parse_hostport(d) for d in args.dns],
-                                   "check_interval": args.control_interval}
+                                   "check_interval": args.control_interval, "tls": tls}
     except ValueError as exc:
         parser.error(str(exc))
     if args.workers == 1:

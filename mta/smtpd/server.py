@@ -56,21 +56,25 @@ def tls_context(state: StateDir) -> ssl.SSLContext | None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        log.error("cannot load %s / %s (%s): STARTTLS is not offered", cert, key, exc)
+        return None
     return context
 
 
 class Server:
     def __init__(self, state: StateDir, listeners: Sequence[Listener],
                  counter: ConnectionCounter, *, dns_servers: Sequence[tuple[str, int]] = (),
-                 check_interval: float = 1.0) -> None:
+                 check_interval: float = 1.0, tls: ssl.SSLContext | None = None) -> None:
         self.state = state
         self.listeners = listeners
         self.counter = counter
         self.controls = Controls(state.control, check_interval=check_interval)
         book = AddressBookFiles(state.control, check_interval=check_interval)
         self.shared = Shared(queue_socket=state.queue_socket, address_book=book.get,
-                             tls=tls_context(state), dnsbl=DnsblChecker(dns_servers),
+                             tls=tls, dnsbl=DnsblChecker(dns_servers),
                              auth_limiter=AuthLimiter(AUTH_WINDOW),
                              auth_pool=ThreadPoolExecutor(AUTH_THREADS, "auth"),
                              rdns=ReverseResolver(dns_servers))
@@ -153,9 +157,9 @@ class Server:
 
 async def serve(state: StateDir, listeners: Sequence[Listener], counter: ConnectionCounter,
                 stop: asyncio.Event, *, dns_servers: Sequence[tuple[str, int]] = (),
-                check_interval: float = 1.0) -> None:
+                check_interval: float = 1.0, tls: ssl.SSLContext | None = None) -> None:
     server = Server(state, listeners, counter, dns_servers=dns_servers,
-                    check_interval=check_interval)
+                    check_interval=check_interval, tls=tls)
     await server.start()
     log.info("worker %d serving %s", os.getpid(),
              ", ".join(f"{l.name}={l.sock.getsockname()[:2]}" for l in listeners))

@@ -190,3 +190,17 @@ def test_smtplib_sendmail_with_tls_and_auth(shared_smtpd: Smtpd) -> None:
                              b"Subject: both\r\n\r\nhello\r\n")
         assert refused == {}
     assert len(shared_smtpd.messages()) == before + 1
+
+
+def test_broken_key_means_no_starttls_not_a_crash(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.mta.smtpd.conftest import make_certificate, start_smtpd
+    make_certificate(tmp_path / "var" / "tls")
+    (tmp_path / "var" / "tls" / "key.pem").write_text("not a key\n")
+    d = start_smtpd(tmp_path / "var", tls=False)
+    try:
+        with Raw(d.smtp) as c:
+            assert "STARTTLS" not in c.cmd("EHLO client.test").lines
+        assert "cannot load" in d.log_text()
+    finally:
+        d.stop()
+        d.queue.kill()
