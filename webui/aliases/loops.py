@@ -30,7 +30,7 @@ def find_cycle(edges: Mapping[str, Iterable[str]], start: str) -> list[str] | No
         if at > 0:
             catch_all = node[at:]
             if catch_all in graph:
-                return graph[catch_all]
+                return [catch_all]  # through the catch-all, named in the cycle
         return []
 
     path: list[str] = []
