@@ -9,7 +9,7 @@ would. At the end every accepted message must be in the Maildir exactly once or 
 losses fail the test, duplicates (the at-least-once window) are counted and reported.
 
 Scale: the issue's 2,000 messages (``POSTERN_CHAOS_MESSAGES`` to change), about 40 s on this
-2-core machine with some 15 kills. The disk-full variant is ``test_disk_full_*`` below when it
+2-core machine with a kill every 2 s. The disk-full variant is ``test_disk_full_*`` below when it
 exists; until then it is not covered here.
 """
 
@@ -32,7 +32,7 @@ from tests.support import wait_for
 
 MESSAGES = int(os.environ.get("POSTERN_CHAOS_MESSAGES", "2000"))
 CLIENTS = 4
-KILL_EVERY = 1.0
+KILL_EVERY = 2.0
 VICTIMS = ("smtpd", "queue", "send", "local", "clean")
 
 
@@ -86,8 +86,11 @@ def test_nothing_accepted_is_lost_while_daemons_are_killed(tmp_path: Path) -> No
 
         def killer() -> None:
             rng = random.Random(4)
+            order: list[str] = []
             while not stop.wait(KILL_EVERY):
-                name = rng.choice(VICTIMS)
+                if not order:  # every daemon once per round, in a random order
+                    order = rng.sample(VICTIMS, len(VICTIMS))
+                name = order.pop()
                 pid = app.daemon_pid(name)
                 if pid:
                     try:
@@ -109,7 +112,7 @@ def test_nothing_accepted_is_lost_while_daemons_are_killed(tmp_path: Path) -> No
         box = app.state.mail / "example.com" / "joe"
 
         def delivered() -> Counter[int]:
-            if not box.exists():
+            if not (box / "cur").is_dir():
                 return Counter()
             got: Counter[int] = Counter()
             for msg in mailbox.Maildir(box, create=False):
@@ -131,7 +134,7 @@ def test_nothing_accepted_is_lost_while_daemons_are_killed(tmp_path: Path) -> No
                   f"kills {dict(kills)}")
         assert len(accepted) == MESSAGES
         assert not lost
-        assert sum(kills.values()) >= 3
+        assert sum(kills.values()) >= len(VICTIMS), kills
 
 
 @pytest.mark.slow
@@ -210,7 +213,7 @@ def test_disk_full_is_4xx_at_the_door_and_nothing_is_lost(tmp_path: Path) -> Non
 
             def subjects() -> Counter[int]:
                 got: Counter[int] = Counter()
-                if box.exists():
+                if (box / "cur").is_dir():
                     for msg in mailbox.Maildir(box, create=False):
                         got[int((msg["Subject"] or "full 0").split()[1])] += 1
                 return got

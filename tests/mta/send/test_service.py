@@ -33,8 +33,8 @@ MSG = b"Subject: test\r\nFrom: x@example.com\r\n\r\nhello\r\n"
 
 def maildir(state: StateDir, local: str, domain: str = "example.com") -> list[mailbox.MaildirMessage]:
     path = state.mail / domain / local
-    if not path.exists():
-        return []
+    if not all((path / sub).is_dir() for sub in ("tmp", "new", "cur")):
+        return []  # not there, or local is creating it right now
     return list(mailbox.Maildir(path, create=False))
 
 

@@ -1,0 +1,190 @@
+"""End to end into one Maildir, Postern beside Postfix; and the queue-scale figure.
+
+Usage (as root: Postfix's master and ``postern run``'s privilege drop need it):
+
+    .venv/bin/python bench/end_to_end.py [--messages 2000] [--concurrency 20] [--rounds 3]
+    .venv/bin/python bench/end_to_end.py --scale 100000 [--messages 2000] [--rounds 3]
+
+Default mode, for each round Postern then Postfix (interleaved, as
+shared/reference/postfix-comparison.md asks): a fresh Postern (``postern init`` +
+``postern run``: smtpd -> queue -> send -> local, ``locals``/``rcpthosts`` ``bench.local``,
+``mailboxes`` ``user@bench.local``, ``maxconnip`` 0 because smtp-source is one address) or a
+private Debian Postfix (tests/interop/postfix_instance.py: Maildir delivery by its ``virtual``
+agent, every other setting default, fsync on); then
+``smtp-source -s CONCURRENCY -m N -f from@bench.local -t user@bench.local``; the clock runs
+from the start of smtp-source until N files are in the mailbox's ``new/``. Prints each run,
+medians with min-max, and the ratio Postern/Postfix.
+
+``--scale K``: Postern only. Before ``postern run`` starts, K deferred messages (one remote
+recipient each, next attempt a day away) are written into the queue as send's own files; then
+interleaved rounds with an empty queue and with the K-message queue. Prints the startup time
+(``postern run`` start until status.sock reports all K), send's resident memory, and the
+end-to-end rate with the big queue as a ratio to the empty-queue rate (the goal is >= 0.9).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mta.common import queuedirs  # noqa: E402
+from mta.send.info import MessageInfo, Rcpt  # noqa: E402
+from mta.send.status import StatusClient  # noqa: E402
+from tests.harness import _running, init  # noqa: E402
+from tests.interop.postfix_instance import PostfixInstance  # noqa: E402
+from tests.support import free_port  # noqa: E402
+
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+DOMAIN = "bench.local"
+USER = f"user@{DOMAIN}"
+
+
+def source(port: int, n: int, concurrency: int) -> None:
+    subprocess.run([SMTP_SOURCE, "-s", str(concurrency), "-m", str(n), "-f",
+                    f"from@{DOMAIN}", "-t", USER, f"127.0.0.1:{port}"],
+                   check=True, stdout=subprocess.DEVNULL, timeout=3600)
+
+
+def count(new: Path) -> int:
+    try:
+        return sum(1 for _ in os.scandir(new))
+    except FileNotFoundError:
+        return 0
+
+
+def timed(port: int, new: Path, n: int, concurrency: int) -> float:
+    before = count(new)
+    t0 = time.monotonic()
+    source(port, n, concurrency)
+    deadline = t0 + max(120.0, n / 5)
+    while count(new) < before + n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{count(new) - before} of {n} delivered")
+        time.sleep(0.005)
+    return time.monotonic() - t0
+
+
+def chown_like_parent(path: Path) -> None:
+    st = os.stat(path.parent)
+    os.chown(path, st.st_uid, st.st_gid)
+
+
+def fill_queue(queue_root: Path, k: int) -> None:
+    """K deferred messages as send would have left them (mess + info, no todo)."""
+    dirs = queuedirs.QueueDirs.open(queue_root)
+    now = int(time.time())
+    body = b"Subject: deferred\r\n\r\n" + b"x" * 300 + b"\r\n"
+    for i in range(k):
+        qid = queuedirs.make_id(now - 1, i % 1_000_000, 10_000_000 + i)
+        mess = dirs.mess(qid)
+        mess.write_bytes(body)
+        os.chmod(mess, 0o640)
+        chown_like_parent(mess)
+        info = MessageInfo(qid, now - 1, f"from@{DOMAIN}", "network", len(body), [],
+                           [Rcpt(f"u{i}@deferred.example", f"u{i}@deferred.example", "remote",
+                                 "pending", now + 86_400, 1, "4.4.1 connection refused")])
+        path = dirs.info(qid)
+        path.write_bytes(info.encode())
+        os.chmod(path, 0o640)
+        chown_like_parent(path)
+
+
+def send_rss_kib(pid: int | None) -> int:
+    if pid is None:
+        return -1
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return -1
+
+
+@contextmanager
+def postern(deferred: int = 0) -> Iterator[tuple[int, Path, dict[str, float]]]:
+    base = Path(tempfile.mkdtemp(prefix="postern-bench-", dir="/tmp"))
+    os.chmod(base, 0o711)
+    root = base / "var"
+    stats: dict[str, float] = {}
+    try:
+        init(root, "--no-web")
+        control = root / "control"
+        (control / "locals").write_text(f"{DOMAIN}\n")
+        (control / "rcpthosts").write_text(f"{DOMAIN}\n")
+        (control / "mailboxes").write_text(f"{USER}\n")
+        (control / "maxconnip").write_text("0\n")  # smtp-source is one address
+        if deferred:
+            t = time.monotonic()
+            fill_queue(root / "queue", deferred)
+            print(f"  wrote {deferred} deferred messages in {time.monotonic() - t:.1f} s",
+                  flush=True)
+        t0 = time.monotonic()
+        with _running(root, base, smtp=True, submission=False, web=False, init_args=(),
+                      env=None, ready_timeout=600) as app:
+            client = StatusClient(app.state.status_socket, timeout=120)
+            while client.request("summary")["summary"]["messages"] < deferred:
+                time.sleep(0.05)
+            stats["startup"] = time.monotonic() - t0
+            stats["send_rss_kib"] = send_rss_kib(app.daemon_pid("send"))
+            yield app.listeners["smtp"][1], app.state.mail / DOMAIN / "user" / "new", stats
+            stats["send_rss_kib_after"] = send_rss_kib(app.daemon_pid("send"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def postfix() -> Iterator[tuple[int, Path, dict[str, float]]]:
+    with PostfixInstance(free_port(), mailboxes=[USER]) as pf:
+        yield pf.port, pf.maildir(USER) / "new", {}
+
+
+def summary(name: str, rates: list[float]) -> str:
+    return (f"{name}: median {statistics.median(rates):.0f} msg/s "
+            f"(min {min(rates):.0f}, max {max(rates):.0f}, {len(rates)} runs)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scale", type=int, default=0, help="deferred messages (Postern only)")
+    args = parser.parse_args()
+    if args.scale:
+        runs = [("postern-empty", lambda: postern(0)),
+                (f"postern-{args.scale}", lambda: postern(args.scale))]
+    else:
+        runs = [("postern", lambda: postern(0)), ("postfix", postfix)]
+    results: dict[str, list[float]] = {name: [] for name, _ in runs}
+    for r in range(args.rounds):
+        for name, start in runs:
+            with start() as (port, new, stats):
+                seconds = timed(port, new, args.messages, args.concurrency)
+            rate = args.messages / seconds
+            results[name].append(rate)
+            extra = "".join(f", {k} {v:.1f}" if k == "startup" else f", {k} {v:.0f}"
+                            for k, v in stats.items())
+            print(f"round {r + 1} {name}: {args.messages} messages in {seconds:.2f} s = "
+                  f"{rate:.0f} msg/s{extra}", flush=True)
+    for name, rates in results.items():
+        print(summary(name, rates))
+    a, b = (name for name, _ in runs)
+    print(f"ratio {a}/{b}: "
+          f"{statistics.median(results[a]) / statistics.median(results[b]):.2f}"
+          if not args.scale else
+          f"ratio {b}/{a}: {statistics.median(results[b]) / statistics.median(results[a]):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
