@@ -143,18 +143,21 @@ def _read_ready(stdout: IO[str], process: subprocess.Popen[str], log_path: Path,
 
 @contextmanager
 def running_appliance(tmp_path: Path, *, smtp: bool = True, submission: bool = True,
-                      web: bool = True, init_args: tuple[str, ...] = (),
+                      web: bool = True, imap: bool = False, pop3: bool = False,
+                      init_args: tuple[str, ...] = (),
                       env: Mapping[str, str] | None = None,
                       ready_timeout: float = READY_TIMEOUT) -> Iterator[Appliance]:
     """Initialise ``tmp_path/var`` and run the appliance on free ports until the block ends.
 
-    ``smtp``/``submission``/``web`` False turn that listener off. ``env`` adds environment
+    ``smtp``/``submission``/``web`` False turn that listener off; ``imap``/``pop3`` True
+    turn Dovecot's on (off by default: most tests need no Dovecot). ``env`` adds environment
     variables for init and run (e.g. ``DJANGO_SETTINGS_MODULE``).
     """
     base, cleanup = reachable_base(tmp_path)
     try:
         with _running(base / "var", tmp_path, smtp=smtp, submission=submission, web=web,
-                      init_args=init_args, env=env, ready_timeout=ready_timeout) as app:
+                      imap=imap, pop3=pop3, init_args=init_args, env=env,
+                      ready_timeout=ready_timeout) as app:
             yield app
     finally:
         if cleanup:
@@ -176,12 +179,14 @@ def reachable_base(tmp_path: Path) -> tuple[Path, bool]:
 
 @contextmanager
 def _running(root: Path, tmp_path: Path, *, smtp: bool, submission: bool, web: bool,
-             init_args: tuple[str, ...], env: Mapping[str, str] | None,
-             ready_timeout: float) -> Iterator[Appliance]:
+             imap: bool, pop3: bool, init_args: tuple[str, ...],
+             env: Mapping[str, str] | None, ready_timeout: float) -> Iterator[Appliance]:
     if not (root / "control" / "me").exists():
         init(root, *init_args, *(() if web else ("--no-web",)), env=env)
     listeners = {name: (f"127.0.0.1:{free_port()}" if wanted else "off")
-                 for name, wanted in (("smtp", smtp), ("submission", submission), ("web", web))}
+                 for name, wanted in (("smtp", smtp), ("submission", submission), ("web", web),
+                                      ("imap", imap), ("pop3", pop3))}
+    listeners.update(imaps="off", pop3s="off")
     log_path = tmp_path / "postern-run.log"
     args = [*POSTERN, "run", "--state", str(root)]
     for name, value in listeners.items():

@@ -38,9 +38,16 @@ from mta.common import ipc
 from mta.common.paths import StateDir
 
 DEFAULTS_USER: Final = {"smtp": "127.0.0.1:2525", "submission": "127.0.0.1:2587",
-                        "web": "127.0.0.1:8000"}
+                        "web": "127.0.0.1:8000",
+                        "imap": "127.0.0.1:2143", "pop3": "127.0.0.1:2110",
+                        "imaps": "off", "pop3s": "off"}
 DEFAULTS_ROOT: Final = {"smtp": "0.0.0.0:25", "submission": "0.0.0.0:587",
-                        "web": "127.0.0.1:8000"}
+                        "web": "127.0.0.1:8000",
+                        "imap": "0.0.0.0:143", "pop3": "0.0.0.0:110",
+                        "imaps": "0.0.0.0:993", "pop3s": "0.0.0.0:995"}
+# Served by Dovecot (appliance/dovecot.py) when it is installed.
+MAILBOX_ACCESS: Final = ("imap", "imaps", "pop3", "pop3s")
+LISTENERS: Final = ("smtp", "submission", "web", *MAILBOX_ACCESS)
 WEB_WORKERS: Final = 2        # gunicorn worker processes (POSTERN_WEB_WORKERS overrides)
 WEB_GRACEFUL: Final = 5       # seconds gunicorn gives requests on stop (< supervisor's grace)
 CELERY_CONCURRENCY: Final = 2  # celery pool processes (POSTERN_CELERY_CONCURRENCY overrides)
@@ -73,9 +80,11 @@ def register(subparsers: Any) -> None:
                     "every listener accepts connections; stop everything on SIGTERM/Ctrl-C.")
     root = os.geteuid() == 0
     defaults = DEFAULTS_ROOT if root else DEFAULTS_USER
-    for name in ("smtp", "submission", "web"):
+    for name in LISTENERS:
         parser.add_argument(f"--{name}", metavar="HOST:PORT|off", default=defaults[name],
-                            help=f"{name} listener (default {defaults[name]})")
+                            help=f"{name} listener (default {defaults[name]})"
+                            + (", served by Dovecot if installed"
+                               if name in MAILBOX_ACCESS else ""))
     parser.set_defaults(func=run)
 
 
@@ -225,6 +234,10 @@ def build_specs(state: StateDir, state_arg: str, listeners: dict[str, Listener |
     else:
         log("skipping worker and beat: webui.celery is not there yet")
 
+    dovecot = dovecot_spec(state, listeners, log=log)
+    if dovecot is not None:
+        specs.append(dovecot)
+
     blocked = privilege_separation_blocked()
     if blocked:
         log(f"WARNING: running every daemon as root: {blocked[0]} is not traversable by "
@@ -236,11 +249,46 @@ def build_specs(state: StateDir, state_arg: str, listeners: dict[str, Listener |
     return specs
 
 
+def dovecot_spec(state: StateDir, listeners: dict[str, Listener | None],
+                 *, log: Any = print) -> DaemonSpec | None:
+    """``dovecot -F -c <state>/dovecot/dovecot.conf`` for the IMAP/POP3 listeners, or None
+    (all off, Dovecot not installed, or no way to give it the Maildirs), saying why."""
+    from appliance import dovecot
+
+    wanted = [listener for name in MAILBOX_ACCESS if (listener := listeners.get(name))]
+    if not wanted:
+        return None
+    binary = dovecot.find_dovecot()
+    if binary is None:
+        log("IMAP and POP3 are off: Dovecot is not installed "
+            "(apt-get install dovecot-imapd dovecot-pop3d)")
+        return None
+    mail_user = auth_user = None
+    if os.geteuid() == 0:
+        mail_user = system_user(ipc.Daemon.LOCAL)
+        auth_user = system_user(ipc.Daemon.SMTPD)
+        if mail_user is None:
+            # Dovecot never opens a mailbox as uid 0, and local keeps root here.
+            log("IMAP and POP3 are off: the Maildirs belong to root because the daemons "
+                "keep root, and Dovecot never reads mail as root")
+            return None
+    endpoints = tuple(dovecot.Endpoint(x.name, x.host, x.port) for x in wanted)
+    settings = dovecot.Settings.from_state(state, endpoints, mail_user=mail_user,
+                                           auth_user=auth_user)
+    try:
+        config = dovecot.write_config(settings)
+    except (dovecot.DovecotConfigError, OSError) as exc:
+        log(f"IMAP and POP3 are off: cannot write the Dovecot configuration: {exc}")
+        return None
+    probes = tuple(TcpProbe(x.name, x.host, x.port) for x in wanted)
+    return DaemonSpec("dovecot", dovecot.argv(binary, config), {}, probes, str(state.root))
+
+
 def run(args: argparse.Namespace) -> int:
     listeners: dict[str, Listener | None] = {}
     try:
-        for name in ("smtp", "submission", "web"):
-            listeners[name] = parse_listener(name, getattr(args, name))
+        for name in LISTENERS:
+            listeners[name] = parse_listener(name, getattr(args, name, "off"))
     except ValueError as exc:
         print(f"postern run: {exc}", file=sys.stderr)
         return 64
