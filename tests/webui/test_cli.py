@@ -71,6 +71,17 @@ def test_the_whole_set(state: Path) -> None:
     assert "alice@xn--bcher-kva.example\t1G\tenabled" in ok(run(state, "mailbox", "list"))
     generation = int((control / "generation").read_text().split()[0])
     assert ok(run(state, "publish")).strip() == f"generation {generation}"  # nothing changed
+    ok(run(state, "domain", "alias", "books.example", "bücher.example"))
+    assert "@books.example: @xn--bcher-kva.example" in (control / "aliases").read_text()
+    ok(run(state, "mailbox", "passwd", "alice@xn--bcher-kva.example", "--password-stdin",
+           stdin="a new password\n"))
+    assert passwd.verify((control / "passwd").read_text().split(":")[1], "a new password")
+    ok(run(state, "relay", "domain", "add", "backup.example", "--route", "mx.backup.example:2525"))
+    ok(run(state, "relay", "smarthost", "smart.example:587", "--user", "me",
+           "--password-stdin", stdin="smart pass\n"))
+    assert (control / "smtproutes").read_text() == \
+        "backup.example:mx.backup.example:2525\n:smart.example:587\n"
+    assert (control / "relayauth").read_text() == "smart.example:587 me smart pass\n"
     ok(run(state, "alias", "remove", "team@xn--bcher-kva.example"))
     assert "team@" not in (control / "aliases").read_text()
     ok(run(state, "relay", "deny", "10.0.0.0/8"))

@@ -23,6 +23,7 @@ MAX_LINE = 64 * 1024
 class LogQuery:
     sender: str = ""
     recipient: str = ""
+    sender_ids: frozenset[str] = frozenset()  # queue ids whose "received" event matched
     queue_id: str = ""
     event: str = ""
     since: float | None = None
@@ -40,7 +41,8 @@ class LogQuery:
             return False
         if self.queue_id and self.queue_id.upper() not in str(rec.get("id", "")).upper():
             return False
-        if self.sender and self.sender.lower() not in str(rec.get("sender", "")).lower():
+        if self.sender and self.sender.lower() not in str(rec.get("sender", "")).lower() \
+                and str(rec.get("id", "")) not in self.sender_ids:
             return False
         if self.recipient:
             rcpts = rec.get("rcpt") or rec.get("recipients") or ""
@@ -72,7 +74,19 @@ def _records(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def search(log_dir: Path, query: LogQuery, limit: int = MAX_RESULTS) -> list[dict[str, Any]]:
-    """Matching events, newest first, at most ``limit``."""
+    """Matching events, newest first, at most ``limit``.
+
+    Only the ``received`` event carries the sender; searching by sender also finds the later
+    events (started, delivered, ...) of the same queue ids.
+    """
+    if query.sender and not query.sender_ids:
+        needle = query.sender.lower()
+        ids = frozenset(str(r.get("id", "")) for path in _files(log_dir) for r in _records(path)
+                        if needle in str(r.get("sender", "")).lower() and r.get("id"))
+        if ids:
+            from dataclasses import replace
+
+            query = replace(query, sender_ids=ids)
     found: list[dict[str, Any]] = []
     for path in _files(log_dir):  # newest file first
         batch = [r for r in _records(path) if query.matches(r)]
