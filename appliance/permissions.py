@@ -95,15 +95,17 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("root", "broker/**", F, f"{u.WEB}|{u.ADMIN}", u.WEB, 0o660, "a broker message",
          exact=False),
 
-    Rule("control", "", D, u.ADMIN, ALL, 0o2750,
-         "only worker writes; daemons read; setgid, so every file published gets the group"),
+    Rule("control", "", D, u.ADMIN, ALL, 0o2755,
+         "only worker writes; everyone reads (sendmail reads me, defaultdomain, as in qmail); "
+         "setgid, so every file published gets the group"),
     Rule("control", "passwd", F, u.ADMIN, u.SMTPD, 0o640, "password hashes: smtpd (AUTH) only"),
     Rule("control", "relayauth", F, u.ADMIN, u.REMOTE, 0o640, "smarthost secrets: remote only"),
-    Rule("control", "*", F, u.ADMIN, ALL, 0o644, "configuration: worker writes, daemons read",
+    Rule("control", "*", F, u.ADMIN, ALL, 0o644, "configuration: worker writes, all read",
          exact=False),
 
     Rule("tls", "", D, u.ADMIN, u.SMTPD, 0o750, "worker installs keys; smtpd reads them"),
-    Rule("tls", "*", F, u.ADMIN, u.SMTPD, 0o640, "key and certificate"),
+    Rule("tls", "key.pem", F, u.ADMIN, u.SMTPD, 0o640, "the private key: smtpd only"),
+    Rule("tls", "*", F, u.ADMIN, u.SMTPD, 0o644, "certificates (public)", exact=False),
 
     # New files are written in tmp/ (setgid: they get the group postern-qread) and renamed
     # into mess/ and todo/; send removes todo entries and keeps info/, which clean removes.
@@ -324,10 +326,9 @@ def audit(state: StateDir, ids: IdMap | None, *, require_all: bool = True) -> li
             want = "" if rule.exact else "at most "
             problems.append(Problem(found.path, f"mode {mode:04o}, want {want}{rule.mode:04o} "
                                                 f"({rule.why})"))
-        elif ids is None and mode & ~rule.mode & 0o777:
-            # One user runs everything: fewer bits is fine, more lets strangers in.
-            problems.append(Problem(found.path, f"mode {mode:04o} grants more than "
-                                                f"{rule.mode:04o} ({rule.why})"))
+        elif ids is None and _strangers_gain(rule, mode):
+            problems.append(Problem(found.path, f"mode {mode:04o} lets other users do more "
+                                                f"than {rule.mode:04o} ({rule.why})"))
         if ids is None:
             if st.st_uid != single_owner:
                 problems.append(Problem(found.path, f"owner uid {st.st_uid}, want {single_owner}"
@@ -346,6 +347,16 @@ def audit(state: StateDir, ids: IdMap | None, *, require_all: bool = True) -> li
                 found.path, f"owner {ids.user_name(st.st_uid)}:{ids.group_name(st.st_gid)}, "
                             f"want {rule.owner}:{rule.group} ({rule.why})"))
     return problems
+
+
+def _strangers_gain(rule: Rule, mode: int) -> bool:
+    """Single-user check: one user runs everything, so the group bits name nobody in
+    particular (often the user's own group); what matters is what *other* users may do. A
+    directory the table lets them traverse may as well be listed: its names are documented."""
+    extra = mode & 0o007 & ~rule.mode
+    if rule.kind is Kind.DIR and rule.mode & 0o001:
+        extra &= ~0o004
+    return bool(extra)
 
 
 # --- applying ------------------------------------------------------------------------------
