@@ -78,7 +78,7 @@ class Server:
                              auth_limiter=AuthLimiter(AUTH_WINDOW),
                              auth_pool=ThreadPoolExecutor(AUTH_THREADS, "auth"),
                              rdns=ReverseResolver(dns_servers))
-        self._sessions: set[asyncio.Task[None]] = set()
+        self._sessions: dict[asyncio.Task[None], Session] = {}
         self._servers: list[asyncio.AbstractServer] = []
 
     async def start(self) -> None:
@@ -130,10 +130,10 @@ class Server:
         session = Session(conn, self.shared, settings, submission=listener.submission,
                           peer_ip=ip, env=env)
         task = asyncio.ensure_future(session.run())
-        self._sessions.add(task)
+        self._sessions[task] = session
 
         def done(t: asyncio.Task[None]) -> None:
-            self._sessions.discard(t)
+            self._sessions.pop(t, None)
             self.counter.close(ip)
             if not t.cancelled() and t.exception() is not None:
                 log.error("%s: session failed", ip, exc_info=t.exception())
@@ -142,6 +142,8 @@ class Server:
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
+        for session in list(self._sessions.values()):
+            session.shut_down_if_idle()  # 421 now; a message being received gets the grace
         if self._sessions:
             _, pending = await asyncio.wait(set(self._sessions), timeout=SHUTDOWN_GRACE)
             for task in pending:

@@ -105,6 +105,7 @@ class Session:
                                     auth_mechanisms=self._auth_mechanisms(tls=False))
         self.txn = Transaction()
         self.auth_failures = 0
+        self.stopping = False
         self._auth_step: str | None = None       # "plain" | "login-user" | "login-pass"
         self._login_user = b""
         databytes = env.get("DATABYTES")
@@ -133,6 +134,17 @@ class Session:
         finally:
             self._abort_injection()
             self.conn.close()
+
+    def shut_down_if_idle(self) -> None:
+        """At daemon stop: a session between commands gets 421 and is closed at once; one
+        receiving a message is left to finish (the server's grace period), then gets 421."""
+        self.stopping = True
+        if self.proto.state in (State.DATA, State.AUTH, State.TLS, State.CLOSED) or \
+                self.txn.injection is not None:
+            return
+        if self.proto.state is not State.CONNECTED:
+            self.conn.write(self.proto.send(R.SHUTTING_DOWN))
+        self.conn.close()
 
     async def _greet(self) -> bool:
         delay = self.s.greetdelay
@@ -172,6 +184,8 @@ class Session:
                 continue
             reply = await self._answer(event)
             self.conn.write(self.proto.send(reply))
+            if self.stopping and isinstance(event, EndOfData):
+                self.conn.write(self.proto.send(R.SHUTTING_DOWN))
             if isinstance(event, StartTls) and reply.code == 220:
                 await self._start_tls(event)
 

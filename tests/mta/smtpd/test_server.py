@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from mta.smtpd.main import parse_hostport
 from tests import support
 from tests.mta.remote.helpers import dnsmasq
 from tests.mta.smtpd.conftest import ROOT, Raw, Smtpd, start_smtpd
@@ -132,38 +131,6 @@ def test_dnsbl_listed_client_refused_at_rcpt(tmp_path: Path) -> None:
         finally:
             d.stop()
             d.queue.kill()
-
-
-def test_sigterm_stops_cleanly(smtpd: Smtpd) -> None:
-    c = Raw(smtpd.smtp)
-    smtpd.proc.send_signal(signal.SIGTERM)
-    assert smtpd.proc.wait(20) == 0
-    c.close()
-
-
-def test_bad_arguments_and_busy_port(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "mta.smtpd", "--state", str(tmp_path / "var")]
-    none = subprocess.run(base, cwd=ROOT, capture_output=True, text=True)
-    assert none.returncode == 2 and "--smtp" in none.stderr
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        run = subprocess.run(base + ["--smtp", f"127.0.0.1:{port}"], cwd=ROOT,
-                             capture_output=True, text=True, timeout=30)
-    assert run.returncode == 111 and "cannot bind" in run.stderr
-
-
-@pytest.mark.parametrize("text,expected", [("127.0.0.1:25", ("127.0.0.1", 25)),
-                                           ("[::1]:587", ("::1", 587)), (":2525", ("0.0.0.0", 2525))])
-def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
-    assert parse_hostport(text) == expected
-
-
-@pytest.mark.parametrize("bad", ["127.0.0.1", "host:port", "h:99999", "h:٢٥"])
-def test_parse_hostport_refuses(bad: str) -> None:
-    with pytest.raises(ValueError):
-        parse_hostport(bad)
 
 
 def test_host_rules_use_a_confirmed_reverse_name(tmp_path: Path) -> None:
