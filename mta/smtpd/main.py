@@ -49,7 +49,9 @@ CONTROL FILES
     the previous value stays (docs/control.md).
 
 EXIT STATUS
-    0 after SIGTERM/SIGINT; 111 when a listener cannot be bound.
+    0 after SIGTERM/SIGINT (sessions between commands get 421 at once; a message being
+    received gets up to 5 s to finish, then its 250 and a 421); 111 when a listener
+    cannot be bound.
 
 SEE ALSO
     mta/smtp/protocol.py, mta/smtpd/session.py, docs/control.md, qmail-smtpd(8),
