@@ -459,6 +459,50 @@ def _locations(part: str, pattern: str) -> tuple[str, str]:
     return rel_a + tail, str(b) + tail
 
 
+MATRIX_USERS: Final = (*(a.name for a in u.ACCOUNTS), "others")
+
+
+def access(user: str, rule: Rule) -> str:
+    """What ``user`` ("others": any other local user) may do with a row's inodes, from the
+    row and the user's groups: for a directory ``rw`` (create, remove), ``r`` (list and
+    open what is inside), ``x`` (only pass through), ``-``; for a file ``rw``/``r``/``-``;
+    for a socket or FIFO ``rw`` means connect or write."""
+    if user == "others":
+        bits = rule.mode & 0o7
+    elif user in rule.owners:
+        bits = (rule.mode >> 6) & 0o7
+    elif rule.group in {user, *u.account(user).groups}:
+        bits = (rule.mode >> 3) & 0o7
+    else:
+        bits = rule.mode & 0o7
+    if rule.kind is Kind.DIR:
+        if not bits & 1:
+            return "-"
+        return "rw" if bits & 2 and bits & 4 else "r" if bits & 4 else "x"
+    if rule.kind in (Kind.SOCKET, Kind.FIFO):
+        return "rw" if bits & 2 else "-"
+    return "rw" if bits & 6 == 6 else "r" if bits & 4 else "-"
+
+
+def render_matrix() -> list[str]:
+    """Who may do what, per row of the table (the issue's "for each daemon, what it may read
+    and write"), computed from the rows and the users' groups."""
+    by_user: dict[str, list[str]] = {}
+    for daemon, name in ipc.DAEMON_USERS.items():
+        by_user.setdefault(name, []).append(daemon.value)
+    heads = [f"{'/'.join(by_user[n])}" if n in by_user else n for n in MATRIX_USERS]
+    rows = ["| path (single folder) | " + " | ".join(heads) + " |",
+            "|---|" + "---|" * len(heads)]
+    for rule in TABLE:
+        if rule.part in ("parent", "database-journal") or rule.exact is False and \
+                rule.kind is Kind.FILE and rule.part != "log":
+            continue
+        single, _fhs = _locations(rule.part, rule.pattern)
+        cells = [access(name, rule) for name in MATRIX_USERS]
+        rows.append(f"| `{single}` ({rule.kind.value}) | " + " | ".join(cells) + " |")
+    return rows
+
+
 def render_markdown() -> str:
     """The table as it appears in docs/internals.md, between DOC_BEGIN and DOC_END."""
     rows = [DOC_BEGIN, "", "| path (single folder) | installed (FHS) | kind | owner | group | mode "
@@ -476,7 +520,9 @@ def render_markdown() -> str:
         by_user.setdefault(name, []).append(daemon.value)
     for a in u.ACCOUNTS:
         rows.append(f"| {a.name} | {', '.join(by_user[a.name])} | {', '.join(a.groups)} |")
-    rows += ["", DOC_END]
+    rows += ["", "What each daemon may do, computed from the rows above and those groups "
+             "(`rw` create and remove, or write; `r` list and read; `x` pass through only; "
+             "`-` nothing):", "", *render_matrix(), "", DOC_END]
     return "\n".join(rows)
 
 

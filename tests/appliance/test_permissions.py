@@ -165,7 +165,12 @@ def test_single_user_audit_checks_only_extra_bits(tmp_path: Path) -> None:
     os.chmod(state.control / "passwd", 0o644)
     problems = permissions.audit(state, None)
     assert [p.path.name for p in problems] == ["passwd"]
-    assert "grants more than 0640" in problems[0].text
+    assert "lets other users do more than 0640" in problems[0].text
+    os.chmod(state.control / "passwd", 0o660)   # group bits: the user's own group, no matter
+    os.chmod(state.run, 0o755)                   # listing a traversable directory: fine
+    assert permissions.audit(state, None) == []
+    os.chmod(state.mail, 0o701)                  # but traversing mail/ is not
+    assert [p.path.name for p in permissions.audit(state, None)] == ["mail"]
 
 
 def test_a_state_directory_under_a_closed_parent_is_refused(tmp_path: Path) -> None:
@@ -181,3 +186,30 @@ def test_a_state_directory_under_a_closed_parent_is_refused(tmp_path: Path) -> N
 def test_tmpfiles_makes_the_trigger_fifo_at_boot() -> None:
     lines = permissions.tmpfiles_lines(StateDir.fhs("/"))
     assert "p /run/postern/trigger 0660 postern-send postern -" in lines
+
+
+def test_the_matrix_says_what_issue_7_demands() -> None:
+    """The static half of the proof (the runtime half: test_permissions_runtime.py)."""
+    top = {part: permissions.directory_rule(part) for part in permissions.PARTS}
+    assert permissions.access(users.WEB, top["queue"]) == "-"
+    assert permissions.access(users.WEB, top["mail"]) == "-"
+    assert permissions.access(users.REMOTE, top["mail"]) == "-"
+    assert permissions.access(users.SMTPD, top["queue"]) == "-"
+    for rule in permissions.TABLE:
+        if rule.part == "queue":
+            assert permissions.access(users.VMAIL, rule) in ("-", "r"), rule
+            assert permissions.access(users.REMOTE, rule) in ("-", "r"), rule
+        if rule.part == "control":
+            writers = {name for name in permissions.MATRIX_USERS
+                       if permissions.access(name, rule) == "rw"}
+            assert writers == {users.ADMIN}, rule
+        if rule.part == "mail":
+            assert {name for name in permissions.MATRIX_USERS
+                    if permissions.access(name, rule) != "-"} == {users.VMAIL}
+    queue_sock = rule_for("run", (ipc.QUEUE_SOCKET,), Kind.SOCKET)
+    assert queue_sock is not None and permissions.access("others", queue_sock) == "rw"
+    assert permissions.access("others", top["run"]) == "x"
+    for rule in permissions.TABLE:  # no queue directory lets web or smtpd in
+        if rule.part == "queue" and rule.kind is Kind.DIR:
+            assert permissions.access(users.WEB, rule) == "-", rule
+            assert permissions.access(users.SMTPD, rule) == "-", rule
