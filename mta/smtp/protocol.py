@@ -190,6 +190,11 @@ class ServerProtocol:
             self._pending = event = StartTls(discarded=discarded)
         return event
 
+    @property
+    def awaiting_reply(self) -> bool:
+        """A command has been handed out and not yet answered."""
+        return self._pending is not None or self._queued_end is not None
+
     # --- output ------------------------------------------------------------------------
 
     def greet(self, reply: Reply) -> bytes:

@@ -140,7 +140,7 @@ class Session:
         receiving a message is left to finish (the server's grace period), then gets 421."""
         self.stopping = True
         if self.proto.state in (State.DATA, State.AUTH, State.TLS, State.CLOSED) or \
-                self.txn.injection is not None:
+                self.proto.awaiting_reply or self.txn.injection is not None:
             return
         if self.proto.state is not State.CONNECTED:
             self.conn.write(self.proto.send(R.SHUTTING_DOWN))
