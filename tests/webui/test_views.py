@@ -438,3 +438,20 @@ def test_admin_accounts_and_tokens_pages(admin_client: Client, two_tenants) -> N
     assert ApiToken.objects.filter(pk=token.pk).exists()
     assert admin_client.post(reverse("token-revoke", args=[token.pk])).status_code == 302
     assert not ApiToken.objects.filter(pk=token.pk).exists()
+
+
+def test_publish_errors_are_shown_to_superadmins_only(admin_client: Client, two_tenants) -> None:  # type: ignore[no-untyped-def]
+    user, objs = two_tenants
+    # a row that slipped past the forms into the database: the publish is refused
+    Mailbox.objects.filter(pk=objs["mailbox"][1].pk).update(local_part="bad\nrow")
+    admin_client.post(reverse("publish-now"))
+    gen = Generation.objects.order_by("-id").first()
+    assert gen is not None and not gen.ok and "control character" in gen.error
+    body = admin_client.get(reverse("publish-status")).content.decode()
+    assert "control character" in body and 'id="publish-error"' in body
+    c = Client()
+    c.force_login(user)
+    for name in ("home", "publish-status"):
+        body = c.get(reverse(name)).content.decode()
+        assert "last publish failed" in body or "not published" in body
+        assert "theirs.example" not in body and "control character" not in body
