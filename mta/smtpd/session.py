@@ -184,7 +184,8 @@ class Session:
                 continue
             reply = await self._answer(event)
             self.conn.write(self.proto.send(reply))
-            if self.stopping and isinstance(event, EndOfData):
+            if self.stopping and self.proto.state in (State.GREETED, State.READY, State.MAIL,
+                                                      State.RCPT):
                 self.conn.write(self.proto.send(R.SHUTTING_DOWN))
             if isinstance(event, StartTls) and reply.code == 220:
                 await self._start_tls(event)
