@@ -152,7 +152,6 @@ class ServerProtocol:
         self._at_line_start = True
         self._data_refusal: Reply | None = None
         self._data_size = 0
-        self._data_done = False
         self._queued_end: EndOfData | None = None
 
     # --- input -------------------------------------------------------------------------
@@ -239,7 +238,7 @@ class ServerProtocol:
             if reply.code != 354:
                 raise LocalProtocolError("a positive reply to DATA must be 354")
             self._at_line_start, self._data_refusal = True, None
-            self._data_size, self._data_done = 0, False
+            self._data_size = 0
         elif isinstance(event, (Auth, AuthResponse)):
             if reply.code == 235:
                 self.authenticated = True
@@ -427,7 +426,6 @@ class ServerProtocol:
         del self._buffer[:consumed]
         chunk = self._scan(body, partial=False) if body else b""
         end = EndOfData(self._data_refusal, self._data_size)
-        self._data_done = True
         if chunk:
             self._queued_end = end  # handed out by the next call, after this chunk
             return DataChunk(chunk)
