@@ -61,6 +61,7 @@ SEE ALSO
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -117,6 +118,21 @@ def run_worker(state: StateDir, listeners: list[Listener],
     return 0
 
 
+PR_SET_PDEATHSIG: Final = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel for SIGTERM when the parent dies (a SIGKILLed parent must not leave
+    workers serving on SO_REUSEPORT sockets beside its successor); exit if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        log.warning("cannot ask to die with the parent; an orphaned worker may linger")
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def supervise(state: StateDir, listeners: list[list[Listener]], workers: int,
               options: dict[str, Any]) -> int:
     """Fork ``workers`` children, worker i on ``listeners[i]`` (its own SO_REUSEPORT
@@ -127,10 +143,12 @@ def supervise(state: StateDir, listeners: list[list[Listener]], workers: int,
     stopping = False
 
     def spawn(index: int) -> None:
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            die_with_parent(parent)
             code = 1
             try:
                 code = run_worker(state, listeners[index],

@@ -58,3 +58,28 @@ def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
 def test_parse_hostport_refuses(bad: str) -> None:
     with pytest.raises(ValueError):
         parse_hostport(bad)
+
+
+def test_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    from tests import support
+    from tests.mta.smtpd.conftest import start_smtpd
+    from tests.mta.smtpd.test_server import children_of
+    d = start_smtpd(tmp_path / "var", workers=2)
+    try:
+        support.wait_for(lambda: len(children_of(d.proc.pid)) == 2, what="two workers")
+        workers = children_of(d.proc.pid)
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait(10)
+
+        def alive(pid: int) -> bool:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return False
+            return state != "Z"
+
+        def gone() -> bool:
+            return not any(alive(pid) for pid in workers)
+        support.wait_for(gone, what="the orphaned workers to exit")
+    finally:
+        d.queue.kill()
