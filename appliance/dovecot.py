@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from appliance.users import GROUP_ALL
 from mta.common.paths import StateDir
 from mta.util.atomic import write_atomic
 
@@ -71,9 +72,10 @@ SEARCH_PATH: Final = "/usr/sbin:/usr/local/sbin:/sbin"
 # Debian's dovecot-core creates these two users; logins and internal services run as them.
 LOGIN_USER: Final = "dovenull"
 INTERNAL_USER: Final = "dovecot"
-# A UNIX socket path holds at most 107 bytes (sun_path); Dovecot's longest name under
-# base_dir is about 30 bytes ("login/imap-urlauth-worker" ...).
-MAX_BASE_DIR: Final = 70
+# A UNIX socket path holds at most 107 bytes (sun_path, unix(7)); Dovecot 2.3's longest
+# socket name under base_dir is "token-login/imap-urlauth" (24 bytes, plus the slash).
+MAX_BASE_DIR: Final = 80
+SHARED_GROUP: Final = GROUP_ALL  # may traverse control/ and read its files
 _UNSAFE: Final = re.compile(r"[\x00-\x20\x7f\"#{}<>$%\\;]")
 
 
@@ -111,6 +113,7 @@ class Settings:
     mail_uid: int = 0
     mail_gid: int = 0
     auth_user: str = "root"
+    auth_group: str | None = None
     login_user: str = LOGIN_USER
     internal_user: str = INTERNAL_USER
     # Not root: the invoking user, who then runs every service.
@@ -137,7 +140,8 @@ class Settings:
                    mail=state.mail, cert=cert if have_tls else None,
                    key=key if have_tls else None, listeners=listeners,
                    as_root=os.geteuid() == 0, mail_uid=mail_uid, mail_gid=mail_gid,
-                   auth_user=auth_user or "root")
+                   auth_user=auth_user or "root",
+                   auth_group=_existing_group(SHARED_GROUP) if auth_user else None)
 
 
 def find_dovecot() -> str | None:
@@ -263,12 +267,13 @@ def render(s: Settings) -> str:
             f"last_valid_uid = {s.mail_uid}",
             f"first_valid_gid = {s.mail_gid}",
             f"last_valid_gid = {s.mail_gid}",
-            "service auth {",
-            f"  user = {_value(s.auth_user, 'user')}",
-            "}",
-            "service auth-worker {",
-            f"  user = {_value(s.auth_user, 'user')}",
-            "}",
+        ]
+        # Dovecot sets only a service user's primary group; the auth process also needs the
+        # shared group that may traverse control/ and read what the publisher wrote there.
+        extra = f"  extra_groups = {_value(s.auth_group, 'group')}\n" if s.auth_group else ""
+        out += [
+            f"service auth {{\n  user = {_value(s.auth_user, 'user')}\n{extra}}}",
+            f"service auth-worker {{\n  user = {_value(s.auth_user, 'user')}\n{extra}}}",
         ]
     else:
         me = _value(s.own_user, "user")
@@ -307,6 +312,16 @@ def render(s: Settings) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _existing_group(name: str) -> str | None:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+        return name
+    except KeyError:
+        return None
 
 
 def _group_name(gid: int) -> str:

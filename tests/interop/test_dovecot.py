@@ -1,0 +1,347 @@
+"""Interop with Debian's Dovecot (dovecot-imapd, dovecot-pop3d) configured by Postern.
+
+The whole appliance runs (tests/harness.py: ``postern init`` + ``postern run --imap --pop3``),
+mail arrives over SMTP through smtpd, queue, send and local into the real Maildir, and is
+read back with Python's ``imaplib`` and ``poplib`` from the Dovecot that ``postern run``
+started with the configuration appliance/dovecot.py rendered. Mailboxes are managed with
+``postern domain|mailbox`` (the web app's forms and publisher, so control/passwd and
+control/mailboxes are exactly what the web app would write).
+
+Run as root (CI), the daemons drop to their users and Dovecot's mail processes run as
+postern-vmail; the state directory is then under /var/tmp so those users can reach it. An
+interpreter they cannot read (a pyenv under /root) makes that impossible: the test is
+skipped then (a failure under POSTERN_REQUIRE_ALL=1; .ci/run builds its venv on
+/usr/bin/python3).
+"""
+
+from __future__ import annotations
+
+import imaplib
+import mailbox
+import os
+import poplib
+import re
+import shutil
+import smtplib
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from appliance import dovecot
+from mta.common.paths import StateDir
+from tests import support
+from tests.harness import Appliance, running_appliance
+
+pytestmark = [pytest.mark.interop, pytest.mark.slow]
+
+DOMAIN = "dove.example"
+POSTERN = [sys.executable, "-m", "appliance.cli"]
+DELIVERY_WAIT = 60.0  # seconds for SMTP -> Maildir on a loaded 2-core machine
+
+
+# --- the rendered configuration, checked by Dovecot's own parser -----------------------------
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """pytest's tmp_path can be longer than a socket path allows under run/dovecot."""
+    path = Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def settings(tmp_path: Path, *, as_root: bool) -> dovecot.Settings:
+    state = StateDir.single(tmp_path / "var")
+    state.tls.mkdir(parents=True)
+    (state.tls / "cert.pem").write_text("x")
+    (state.tls / "key.pem").write_text("x")
+    s = dovecot.Settings.from_state(state, (dovecot.Endpoint("imap", "127.0.0.1", 2143),
+                                            dovecot.Endpoint("pop3s", "::1", 2995)))
+    return dovecot.Settings(**{**s.__dict__, "as_root": as_root, "mail_uid": 4321,
+                               "mail_gid": 4321, "auth_user": "postern-smtpd"})
+
+
+@pytest.mark.parametrize("as_root", [True, False])
+def test_doveconf_accepts_rendered_config(short_tmp: Path, as_root: bool) -> None:
+    doveconf = support.require("doveconf", path="/usr/bin/doveconf")
+    s = settings(short_tmp, as_root=as_root)
+    path = dovecot.write_config(s)
+    done = subprocess.run([doveconf, "-c", str(path), "-n"], capture_output=True, text=True,
+                          timeout=30)
+    assert done.returncode == 0, done.stderr
+    conf = done.stdout
+    assert f"args = {s.passwd}" in conf
+    assert f"mail_location = maildir:{s.mail}/%d/%n" in conf
+    assert "quota = maildir:User quota" in conf and "quota_rule" not in conf
+    assert f"base_dir = {s.base_dir}" in conf
+    assert "address = 127.0.0.1\n    port = 2143" in conf
+    assert "address = ::1\n    port = 2995\n    ssl = yes" in conf
+    assert "protocols = imap pop3" in conf
+    # pop3 (plain) and imaps are not asked for: their listeners are off.
+    assert re.search(r"inet_listener pop3 \{\n\s+port = 0", conf)
+    assert re.search(r"inet_listener imaps \{\n\s+port = 0", conf)
+    if as_root:
+        assert "mail_uid = 4321" in conf and "user = postern-smtpd" in conf
+    else:
+        assert "mail_uid" not in conf and "chroot = \n" in conf
+
+
+@pytest.mark.parametrize("bad", ["/tmp/a b", "/tmp/x\nssl = no", "/tmp/{x}", "/tmp/$x",
+                                 "/tmp/a#b", "/tmp/<x"])
+def test_unsafe_path_refused(short_tmp: Path, bad: str) -> None:
+    s = settings(short_tmp, as_root=False)
+    with pytest.raises(dovecot.DovecotConfigError):
+        dovecot.render(dovecot.Settings(**{**s.__dict__, "mail": Path(bad)}))
+    assert not s.config_path.exists()
+
+
+def test_refuses_nothing_to_serve_and_long_run_dir(short_tmp: Path) -> None:
+    s = settings(short_tmp, as_root=False)
+    with pytest.raises(dovecot.DovecotConfigError, match="nothing"):
+        dovecot.render(dovecot.Settings(**{**s.__dict__, "listeners": ()}))
+    long = Path("/" + "d" * (dovecot.MAX_BASE_DIR + 1))
+    with pytest.raises(dovecot.DovecotConfigError, match="too long"):
+        dovecot.render(dovecot.Settings(**{**s.__dict__, "base_dir": long}))
+    no_tls = dovecot.Settings(**{**s.__dict__, "cert": None, "key": None})
+    with pytest.raises(dovecot.DovecotConfigError, match="imaps/pop3s"):
+        dovecot.render(no_tls)
+
+
+# --- the whole appliance ----------------------------------------------------------------------
+
+@dataclass
+class Mail:
+    app: Appliance
+    env: dict[str, str]
+
+    def postern(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*POSTERN, "--state", str(self.app.state.root), *args],
+                              input=stdin, capture_output=True, text=True, env=self.env,
+                              timeout=120)
+        assert done.returncode == 0, f"postern {' '.join(args)}: {done.stdout}{done.stderr}"
+        return done
+
+    def maildir(self, local: str) -> Path:
+        return self.app.state.mail / DOMAIN / local
+
+    def imap(self, user: str, password: str) -> imaplib.IMAP4:
+        host, port = self.app.listeners["imap"]
+        client = imaplib.IMAP4(host, port, timeout=30)
+        client.login(user, password)
+        return client
+
+    def pop3(self, user: str, password: str) -> poplib.POP3:
+        host, port = self.app.listeners["pop3"]
+        client = poplib.POP3(host, port, timeout=30)
+        client.user(user)
+        client.pass_(password)
+        return client
+
+    def send(self, to: str, subject: str, *, via: str = "smtp", login: tuple[str, str] | None
+             = None, sender: str = "someone@elsewhere.example") -> None:
+        msg = EmailMessage()
+        msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+        msg.set_content(f"body of {subject}\n")
+        with smtplib.SMTP(*self.app.listeners[via], timeout=30) as smtp:
+            if login:
+                smtp.login(*login)
+            smtp.send_message(msg, from_addr=sender, to_addrs=[to])
+
+    def wait_delivered(self, local: str, subject: str) -> None:
+        def there() -> bool:
+            try:
+                box = mailbox.Maildir(self.maildir(local), create=False)
+                return any(m["Subject"] == subject for m in box)
+            except (mailbox.NoSuchMailboxError, FileNotFoundError):
+                return False  # the first delivery makes the Maildir
+        support.wait_for(there, timeout=DELIVERY_WAIT, interval=0.1,
+                         what=f"{subject!r} in {local}'s Maildir")
+
+
+def _base() -> tuple[Path, bool]:
+    if os.geteuid() != 0:
+        return Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp")), True
+    from appliance import permissions
+    base = Path(tempfile.mkdtemp(prefix="pd-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    why = permissions.unreachable(StateDir.single(base / "var"))
+    if why is not None:
+        shutil.rmtree(base)
+        msg = f"Dovecot never reads mail as root, and the daemons could not drop it: {why}"
+        if support.REQUIRE_ALL:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return base, True
+
+
+@pytest.fixture(scope="module")
+def mail() -> Iterator[Mail]:
+    support.require("dovecot", path="/usr/sbin/dovecot")
+    # A short base path: Dovecot's sockets live in run/dovecot (sun_path is 108 bytes).
+    base, _ = _base()
+    try:
+        with running_appliance(base, imap=True, pop3=True, web=False) as app:
+            env = {**os.environ, "POSTERN_STATE": str(app.state.root)}
+            m = Mail(app, env)
+            m.postern("domain", "add", DOMAIN)
+            yield m
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_ready_line_names_imap_and_pop3(mail: Mail) -> None:
+    assert re.search(r" imap=127\.0\.0\.1:\d+ pop3=127\.0\.0\.1:\d+", mail.app.ready_line)
+    conf = (mail.app.state.root / "dovecot" / "dovecot.conf").read_text()
+    assert f"args = {mail.app.state.control / 'passwd'}" in conf
+
+
+def test_imap_reads_what_smtp_delivered_and_flags_and_deletion_survive(mail: Mail) -> None:
+    mail.postern("mailbox", "add", f"alice@{DOMAIN}", "--password-stdin", stdin="alice-pw-1\n")
+    user = f"alice@{DOMAIN}"
+    for n in (1, 2, 3):
+        mail.send(user, f"imap test {n}")
+    for n in (1, 2, 3):
+        mail.wait_delivered("alice", f"imap test {n}")
+
+    c = mail.imap(user, "alice-pw-1")
+    typ, data = c.select("INBOX")
+    assert typ == "OK" and int(data[0]) == 3
+    typ, found = c.search(None, "SUBJECT", '"imap test 2"')
+    (num,) = found[0].split()
+    typ, body = c.fetch(num, "(BODY[])")
+    assert b"body of imap test 2" in body[0][1]
+    assert b"Delivered-To: alice@dove.example" in body[0][1]
+    c.store(num, "+FLAGS", "(\\Flagged)")
+    typ, found = c.search(None, "SUBJECT", '"imap test 3"')
+    c.store(found[0].split()[0], "+FLAGS", "(\\Deleted)")
+    c.expunge()
+    c.logout()
+
+    # A new session (a new imap process) sees the same state ...
+    c = mail.imap(user, "alice-pw-1")
+    c.select("INBOX", readonly=True)
+    typ, flagged = c.search(None, "FLAGGED")
+    typ, all_ = c.search(None, "ALL")
+    assert len(all_[0].split()) == 2 and len(flagged[0].split()) == 1
+    typ, subj = c.fetch(flagged[0], "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"imap test 2" in subj[0][1]
+    c.logout()
+    # ... and so does the Maildir on disk: F in the info of message 2, message 3 gone.
+    box = mailbox.Maildir(mail.maildir("alice"), create=False)
+    by_subject = {m["Subject"]: m for m in box}
+    assert set(by_subject) == {"imap test 1", "imap test 2"}
+    assert "F" in by_subject["imap test 2"].get_flags()
+
+
+def test_pop3_reads_and_deletes(mail: Mail) -> None:
+    user = f"pat@{DOMAIN}"
+    mail.postern("mailbox", "add", user, "--password-stdin", stdin="pat-password\n")
+    mail.send(user, "pop one")
+    mail.send(user, "pop two")
+    mail.wait_delivered("pat", "pop one")
+    mail.wait_delivered("pat", "pop two")
+    p = mail.pop3(user, "pat-password")
+    count, _ = p.stat()
+    assert count == 2
+    subjects = {}
+    for n in (1, 2):
+        _, lines, _ = p.retr(n)
+        text = b"\n".join(lines)
+        subjects[n] = re.search(rb"^Subject: (.*)$", text, re.M).group(1)  # type: ignore[union-attr]
+    doomed = next(n for n, s in subjects.items() if s == b"pop one")
+    p.dele(doomed)
+    p.quit()
+    p = mail.pop3(user, "pat-password")
+    assert p.stat()[0] == 1
+    _, lines, _ = p.retr(1)
+    assert b"Subject: pop two" in lines
+    p.quit()
+    assert [m["Subject"] for m in mailbox.Maildir(mail.maildir("pat"), create=False)] \
+        == ["pop two"]
+
+
+def test_password_change_applies_to_imap_pop3_and_smtp_auth(mail: Mail) -> None:
+    user = f"carol@{DOMAIN}"
+    mail.postern("mailbox", "add", user, "--password-stdin", stdin="old-secret\n")
+    mail.imap(user, "old-secret").logout()
+    mail.pop3(user, "old-secret").quit()
+    # The same account sends through submission (AUTH) with the password it reads mail with.
+    mail.send(user, "sent with the old password", via="submission", login=(user, "old-secret"),
+              sender=user)
+    mail.wait_delivered("carol", "sent with the old password")
+
+    mail.postern("mailbox", "passwd", user, "--password-stdin", stdin="new-secret\n")
+    # No Dovecot restart: the old password stops working at once everywhere.
+    with pytest.raises(imaplib.IMAP4.error):
+        mail.imap(user, "old-secret")
+    with pytest.raises(poplib.error_proto):
+        mail.pop3(user, "old-secret")
+    with pytest.raises(smtplib.SMTPAuthenticationError):
+        mail.send(user, "must not go", via="submission", login=(user, "old-secret"),
+                  sender=user)
+    c = mail.imap(user, "new-secret")
+    c.select("INBOX", readonly=True)
+    c.logout()
+    mail.pop3(user, "new-secret").quit()
+    mail.send(user, "sent with the new password", via="submission", login=(user, "new-secret"),
+              sender=user)
+    mail.wait_delivered("carol", "sent with the new password")
+    assert mail.app.log().count("started dovecot") == 1  # never restarted
+
+
+def test_disabled_mailbox_can_neither_log_in_nor_receive(mail: Mail) -> None:
+    user = f"dave@{DOMAIN}"
+    mail.postern("mailbox", "add", user, "--password-stdin", stdin="dave-password\n")
+    mail.imap(user, "dave-password").logout()
+    mail.send(user, "before disabling")
+    mail.wait_delivered("dave", "before disabling")
+
+    disable = (
+        "import argparse, sys\n"
+        "from appliance.commands import _webui as w\n"
+        "w.setup(argparse.Namespace(state=sys.argv[1]))\n"
+        "from webui.mailboxes.models import Mailbox\n"
+        "n = Mailbox.objects.filter(local_part='dave').update(enabled=False)\n"
+        "assert n == 1\n"
+        "w.publish()\n")
+    done = subprocess.run([sys.executable, "-c", disable, str(mail.app.state.root)],
+                          capture_output=True, text=True, env=mail.env, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+    with pytest.raises(imaplib.IMAP4.error):
+        mail.imap(user, "dave-password")
+    with pytest.raises(poplib.error_proto):
+        mail.pop3(user, "dave-password")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        mail.send(user, "after disabling")
+    assert refused.value.recipients[user][0] == 550
+    assert [m["Subject"] for m in mailbox.Maildir(mail.maildir("dave"), create=False)] \
+        == ["before disabling"]
+
+
+def test_quota_reported_is_the_quota_enforced(mail: Mail) -> None:
+    user = f"quincy@{DOMAIN}"
+    mail.postern("mailbox", "add", user, "--quota", "1M", "--password-stdin",
+                 stdin="quincy-password\n")
+    mail.send(user, "quota one")
+    mail.wait_delivered("quincy", "quota one")
+    size = (mail.maildir("quincy") / "maildirsize").read_text().splitlines()
+    limit = int(size[0].rstrip("S"))
+    used = sum(int(line.split()[0]) for line in size[1:])
+    c = mail.imap(user, "quincy-password")
+    typ, data = c.getquotaroot("INBOX")
+    assert typ == "OK"
+    m = re.search(rb"STORAGE (\d+) (\d+)", b" ".join(x for d in data for x in d
+                                                     if isinstance(x, bytes)))
+    assert m is not None, data
+    # RFC 2087 counts STORAGE in units of 1024 octets (Dovecot rounds usage up).
+    assert int(m.group(2)) == limit // 1024 == 1024
+    assert int(m.group(1)) == -(-used // 1024) >= 1
+    c.logout()
