@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -98,7 +99,7 @@ def decode(data: bytes, expected_id: str) -> MessageInfo:
     if not isinstance(obj, dict) or obj.get("v") != FORMAT_VERSION:
         raise InfoError("not a version 1 info object")
     info = MessageInfo(id=_text(obj, "id"), birth=_num(obj, "birth"), sender=_text(obj, "sender"),
-                       origin=_text(obj, "origin"), size=_num(obj, "size"))
+                       origin=sys.intern(_text(obj, "origin")), size=_num(obj, "size"))
     if info.id != expected_id:
         raise InfoError(f"file for {expected_id} says it is {info.id!r}")
     params = _get(obj, "params", list)
@@ -112,9 +113,12 @@ def decode(data: bytes, expected_id: str) -> MessageInfo:
     for r in rcpts:
         if not isinstance(r, dict):
             raise InfoError("recipient is not an object")
-        rc = Rcpt(orcpt=_text(r, "orcpt"), addr=_text(r, "addr"), route=_text(r, "route"),
-                  state=_text(r, "state"), next=_num(r, "next"), attempts=_num(r, "attempts"),
-                  last=_text(r, "last"), reported=_get(r, "reported", bool))
+        addr, orcpt = _text(r, "addr"), _text(r, "orcpt")
+        # interned and shared strings: a queue of 100,000 messages lives in memory
+        rc = Rcpt(orcpt=addr if orcpt == addr else orcpt, addr=addr,
+                  route=sys.intern(_text(r, "route")), state=sys.intern(_text(r, "state")),
+                  next=_num(r, "next"), attempts=_num(r, "attempts"), last=_text(r, "last"),
+                  reported=_get(r, "reported", bool))
         if rc.route not in ROUTES or rc.state not in STATES or "@" not in rc.addr:
             raise InfoError(f"bad recipient record {rc.addr!r}")
         info.rcpts.append(rc)

@@ -24,6 +24,7 @@ from mta.send.info import MessageInfo
 from mta.send.retry import EXPIRED_TEXT, is_dying, next_attempt_at, skip_for
 
 ROUTES: Final = ("local", "remote")
+_NONE: Final[frozenset[int]] = frozenset()
 RETRY_UNAVAILABLE: Final = 5  # seconds before a job whose worker was unreachable is retried
 
 
@@ -47,7 +48,7 @@ class Scheduler:
     def __init__(self, *, lifetime: int) -> None:
         self.lifetime = lifetime
         self.messages: dict[str, MessageInfo] = {}
-        self.inflight: dict[str, set[int]] = {}
+        self.inflight: dict[str, set[int]] = {}  # only messages with a job out (memory)
         self._heap: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}  # the one live heap entry per message
         self.ready: dict[str, deque[Job]] = {r: deque() for r in ROUTES}
@@ -55,7 +56,6 @@ class Scheduler:
     # --- membership ---------------------------------------------------------------------
     def add(self, info: MessageInfo) -> None:
         self.messages[info.id] = info
-        self.inflight.setdefault(info.id, set())
         self._reschedule(info)
 
     def remove(self, queue_id: str) -> None:
@@ -72,7 +72,7 @@ class Scheduler:
         heapq.heappush(self._heap, (when, queue_id))
 
     def _reschedule(self, info: MessageInfo) -> None:
-        busy = self.inflight.get(info.id, set())
+        busy = self.inflight.get(info.id, _NONE)
         times = [r.next for i, r in enumerate(info.rcpts)
                  if r.state == "pending" and i not in busy]
         if times:
@@ -96,7 +96,7 @@ class Scheduler:
             if info is None or self._scheduled.get(qid) != when:
                 continue  # stale: the message is gone or has an earlier entry
             del self._scheduled[qid]
-            busy = self.inflight[qid]
+            busy = self.inflight.get(qid, _NONE)
             groups: dict[tuple[str, str], list[int]] = {}
             later = False
             for i, r in enumerate(info.rcpts):
@@ -108,7 +108,7 @@ class Scheduler:
                 key = (r.route, r.domain.lower() if r.route == "remote" else "")
                 groups.setdefault(key, []).append(i)
             for (route, _), idx in groups.items():
-                busy.update(idx)
+                self.inflight.setdefault(qid, set()).update(idx)
                 self.ready[route].append(Job(qid, route, tuple(idx), now))
                 made += 1
             if later:
@@ -128,7 +128,7 @@ class Scheduler:
         info = self.messages.get(job.id)
         if info is None:
             return
-        self.inflight[job.id].difference_update(job.indexes)
+        self._done(job)
         self._push(now + RETRY_UNAVAILABLE, job.id)
 
     # --- results --------------------------------------------------------------------------
@@ -158,9 +158,16 @@ class Scheduler:
             else:
                 r.next = next_attempt_at(info.birth, job.pass_start, skip_for(r.route))
                 events.append(Event("deferred", {**base, "next": r.next}))
-        self.inflight[job.id].difference_update(job.indexes)
+        self._done(job)
         self._reschedule(info)
         return events
+
+    def _done(self, job: Job) -> None:
+        busy = self.inflight.get(job.id)
+        if busy is not None:
+            busy.difference_update(job.indexes)
+            if not busy:
+                del self.inflight[job.id]
 
     # --- what the message needs next --------------------------------------------------------
     def idle(self, queue_id: str) -> bool:

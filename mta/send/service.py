@@ -16,6 +16,7 @@ Trust: the todo envelopes (strict ``envelope.decode``), the info files (strict
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -112,6 +113,7 @@ class SendService:
         self.todo_wanted.set()
         self.stopping = asyncio.Event()
         self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: dict[str, int] = {}
         self._side: set[str] = set()      # ids with a bounce or clean under way
         self._saved: set[str] = set()     # ids whose queue/info exists (todo then removed)
         self.to_clean: asyncio.Queue[MessageInfo] = asyncio.Queue()
@@ -150,6 +152,16 @@ class SendService:
         """Persist ``info``; on a full disk (or any OS error) keep trying: nothing may be
         acted on (bounce, clean) before the state that justifies it is on disk."""
         lock = self._locks.setdefault(info.id, asyncio.Lock())
+        self._lock_users[info.id] = self._lock_users.get(info.id, 0) + 1
+        try:
+            await self._save_locked(info, lock)
+        finally:
+            self._lock_users[info.id] -= 1
+            if not self._lock_users[info.id]:  # no lock kept per idle message (memory)
+                del self._lock_users[info.id]
+                self._locks.pop(info.id, None)
+
+    async def _save_locked(self, info: MessageInfo, lock: asyncio.Lock) -> None:
         delay = 0.1
         async with lock:
             while True:
@@ -183,6 +195,9 @@ class SendService:
         for info in loaded:
             self.sched.add(info)
             self._saved.add(info.id)
+        # The loaded queue is long-lived: keep the cyclic GC from walking it again and
+        # again (a 100,000-message queue is ~10^6 objects).
+        gc.freeze()
         log.info("loaded %d queued messages", len(loaded))
         for info in loaded:
             self.after_change(info)
@@ -428,7 +443,6 @@ class SendService:
                         await self.clean_later(info)
                     else:
                         self.sched.remove(info.id)
-                        self._locks.pop(info.id, None)
                         self._saved.discard(info.id)
                         self._side.discard(info.id)
                     done += 1
