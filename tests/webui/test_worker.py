@@ -2,8 +2,9 @@
 after commit, carried by the broker, and published by ``celery -A webui.celery worker``.
 
 Embedded: SQLite + kombu's filesystem broker under the state directory. Production:
-PostgreSQL + Redis when POSTERN_TEST_POSTGRES / POSTERN_TEST_REDIS are set (.ci/run sets
-them; without them the production case is skipped, and fails under POSTERN_REQUIRE_ALL).
+PostgreSQL + Redis, and PostgreSQL + RabbitMQ, when POSTERN_TEST_POSTGRES /
+POSTERN_TEST_REDIS / POSTERN_TEST_RABBITMQ are set (.ci/run sets them; without them those
+cases are skipped, and fail under POSTERN_REQUIRE_ALL).
 """
 
 from __future__ import annotations
@@ -116,13 +117,15 @@ def postgres_database() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_production_postgresql_and_redis(tmp_path: Path, worker_factory,  # type: ignore[no-untyped-def]
-                                         postgres_database: str) -> None:
-    redis_url = _require("POSTERN_TEST_REDIS")
+@pytest.mark.parametrize("broker_var", ["POSTERN_TEST_REDIS", "POSTERN_TEST_RABBITMQ"])
+def test_production_postgresql_and_broker(tmp_path: Path, worker_factory,  # type: ignore[no-untyped-def]
+                                          postgres_database: str, broker_var: str) -> None:
+    """Redis or RabbitMQ: the same code, one setting (POSTERN_BROKER_URL) apart."""
+    broker_url = _require(broker_var)
     state = tmp_path / "var"
     env = _env(POSTERN_STATE=str(state), DJANGO_SETTINGS_MODULE="webui.settings.production",
                POSTERN_SECRET_KEY=secrets.token_urlsafe(40), POSTERN_DATABASE_URL=postgres_database,
-               POSTERN_BROKER_URL=redis_url, POSTERN_NODE=f"t{secrets.token_hex(4)}")
+               POSTERN_BROKER_URL=broker_url, POSTERN_NODE=f"t{secrets.token_hex(4)}")
     _publish_through_worker(env, state, worker_factory, tmp_path)
     import psycopg
 
