@@ -40,14 +40,7 @@ def routes() -> ModuleType | None:
 
 
 def hash_password(plain: str) -> str:
-    """``{SCHEME}hash`` by mta.common.passwd (the scheme smtpd's AUTH and Dovecot verify).
+    """``{SCHEME}hash`` by mta.common.passwd: the scheme smtpd's AUTH and Dovecot verify."""
+    from mta.common.passwd import hash_password as smtpd_hash
 
-    Until SMTPD's module lands, argon2-cffi's argon2id is used in the same ``{ARGON2ID}``
-    form the contract names.
-    """
-    mod = passwd()
-    if mod is not None:
-        return str(mod.hash_password(plain))
-    from argon2 import PasswordHasher
-
-    return "{ARGON2ID}" + PasswordHasher().hash(plain)
+    return smtpd_hash(plain)
