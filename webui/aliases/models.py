@@ -34,6 +34,10 @@ class Alias(models.Model):
         return f"{quote_local(self.local_part)}@{self.domain.name}"
 
     @property
+    def targets_display(self) -> str:
+        return ", ".join(self.targets)
+
+    @property
     def is_catch_all(self) -> bool:
         return not self.local_part
 

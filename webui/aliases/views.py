@@ -6,13 +6,6 @@ from webui.aliases.forms import AliasForm
 from webui.aliases.models import Alias
 from webui.core.views import ObjectAdmin
 
-
-def _targets(a: Alias) -> str:
-    return ", ".join(a.targets)
-
-
-Alias.targets_display = property(_targets)  # type: ignore[attr-defined]
-
 ALIASES = ObjectAdmin(
     model=Alias, form_class=AliasForm, name="alias", title="Aliases and forwards",
     columns=[("Source", "source"), ("Targets", "targets_display"), ("Enabled", "enabled")],

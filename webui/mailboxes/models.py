@@ -35,6 +35,12 @@ class Mailbox(models.Model):
     def address(self) -> str:
         return f"{quote_local(self.local_part)}@{self.domain.name}"
 
+    @property
+    def quota_display(self) -> str:
+        from webui.core.validators import format_size
+
+        return format_size(self.quota) or "unlimited"
+
     def audit_dict(self) -> dict[str, object]:
         # Never the hash: the audit log says a password changed, not what it is.
         return {"address": self.address, "quota": self.quota, "enabled": self.enabled,
