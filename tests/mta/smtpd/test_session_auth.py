@@ -204,3 +204,22 @@ def test_broken_key_means_no_starttls_not_a_crash(tmp_path) -> None:  # type: ig
     finally:
         d.stop()
         d.queue.kill()
+
+
+def test_auth_exchanges_without_initial_response(smtpd: Smtpd) -> None:
+    b64 = lambda text: base64.b64encode(text.encode()).decode()  # noqa: E731
+    with Raw(smtpd.submission) as c:
+        c.cmd("EHLO client.test")
+        reply = c.cmd("AUTH PLAIN")                 # empty challenge, then the response
+        assert reply.code == 334 and reply.text == ""
+        assert c.cmd(plain("alice@mx.test", PASSWORD)).code == 235
+    with Raw(smtpd.submission) as c:
+        c.cmd("EHLO client.test")
+        reply = c.cmd("AUTH LOGIN " + b64("alice@mx.test"))  # user as initial response
+        assert reply.code == 334 and base64.b64decode(reply.text) == b"Password:"
+        assert c.cmd(b64(PASSWORD)).code == 235
+    with Raw(smtpd.submission) as c:
+        c.cmd("EHLO client.test")
+        assert c.cmd("AUTH PLAIN").code == 334
+        assert c.cmd("not base64!").code == 501   # and the exchange is over
+        assert c.cmd("NOOP").code == 250
