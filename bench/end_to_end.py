@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from mta.common import queuedirs  # noqa: E402
 from mta.send.info import MessageInfo, Rcpt  # noqa: E402
 from mta.send.status import StatusClient  # noqa: E402
-from tests.harness import _running, init  # noqa: E402
+from tests.harness import init, running_appliance  # noqa: E402
 from tests.interop.postfix_instance import PostfixInstance  # noqa: E402
 from tests.support import free_port  # noqa: E402
 
@@ -129,8 +129,8 @@ def postern(deferred: int = 0) -> Iterator[tuple[int, Path, dict[str, float]]]:
             print(f"  wrote {deferred} deferred messages in {time.monotonic() - t:.1f} s",
                   flush=True)
         t0 = time.monotonic()
-        with _running(root, base, smtp=True, submission=False, web=False, init_args=(),
-                      env=None, ready_timeout=600) as app:
+        # running_appliance uses base/var as it is when base is world-traversable
+        with running_appliance(base, submission=False, web=False, ready_timeout=600) as app:
             client = StatusClient(app.state.status_socket, timeout=120)
             while client.request("summary")["summary"]["messages"] < deferred:
                 time.sleep(0.05)

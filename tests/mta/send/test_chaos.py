@@ -144,7 +144,7 @@ def test_disk_full_is_4xx_at_the_door_and_nothing_is_lost(tmp_path: Path) -> Non
     import subprocess
     import tempfile
 
-    from tests.harness import _running, init
+    from tests.harness import init
     from tests.support import require_root
 
     require_root("mounts a small tmpfs for the queue")
@@ -160,8 +160,8 @@ def test_disk_full_is_4xx_at_the_door_and_nothing_is_lost(tmp_path: Path) -> Non
                         f"size=24m,mode={st.st_mode & 0o7777:o},uid={st.st_uid},gid={st.st_gid}",
                         "tmpfs", str(queue)], check=True)
         mounted = True
-        with _running(root, tmp_path, smtp=True, submission=False, web=False, init_args=(),
-                      env=None, ready_timeout=90) as app:
+        # base is world-traversable, so the harness runs base/var as initialised above
+        with running_appliance(base, submission=False, web=False) as app:
             mail = app.state.mail
             control = app.state.control
             (control / "locals").write_text("example.com\n")
