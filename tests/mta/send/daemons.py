@@ -16,7 +16,7 @@ from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 SOCKETS = {"queue": "queue_socket", "send": "status_socket", "local": "local_socket",
-           "clean": "clean_socket"}
+           "clean": "clean_socket", "remote": "remote_socket"}
 
 
 def connectable(path: Path) -> bool:
