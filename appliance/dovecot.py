@@ -198,12 +198,28 @@ def render(s: Settings) -> str:
         "# Accounts: control/passwd, published atomically by the web app; Dovecot re-reads it",
         "# when its mtime changes. Disabled mailboxes are not in it.",
         "auth_mechanisms = plain login",
-        "auth_username_format = %Lu",  # smtpd's mta/common/passwd.py username_key does the same
         "disable_plaintext_auth = yes",  # passwords only over TLS, or from loopback
         "auth_verbose = yes",
+        # The name as typed; each passdb below picks its own lookup key. The file's keys keep
+        # the case the admin gave the local part, and so does the Maildir's name.
+        "auth_username_format = %u",
+        "# 1. Found as typed: a local part stored with capitals (Ann.Lee@example.com) keeps",
+        "#    them, and so does its Maildir's name.",
         "passdb {",
         "  driver = passwd-file",
-        f"  args = {_value(s.passwd, 'passwd file')}",
+        f"  args = username_format=%u {_value(s.passwd, 'passwd file')}",
+        "}",
+        "# 2. Else looked up lower-cased, as smtpd's AUTH does (mta/common/passwd.py",
+        "#    username_key), so Bob@Example.COM finds bob@example.com; the session then carries",
+        "#    the stored name, which names the Maildir. (Dovecot shares one passwd-file reader",
+        "#    per path string, with the first one's username_format: the \"/./\" makes this a",
+        "#    second reader of the same file. override_fields also applies when the lookup",
+        "#    fails, so this passdb must come last.)",
+        "passdb {",
+        "  driver = passwd-file",
+        f"  args = username_format=%Lu {_value(s.passwd.parent, 'control directory')}/./"
+        f"{_value(s.passwd.name, 'passwd file')}",
+        "  override_fields = user=%Lu",
         "}",
         "userdb {",
         "  driver = static",

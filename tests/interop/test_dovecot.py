@@ -77,7 +77,8 @@ def test_doveconf_accepts_rendered_config(short_tmp: Path, as_root: bool) -> Non
                           timeout=30)
     assert done.returncode == 0, done.stderr
     conf = done.stdout
-    assert f"args = {s.passwd}" in conf
+    assert f"args = username_format=%u {s.passwd}" in conf
+    assert f"args = username_format=%Lu {s.passwd.parent}/./passwd" in conf
     assert f"mail_location = maildir:{s.mail}/%d/%n" in conf
     assert "quota = maildir:User quota" in conf and "quota_rule" not in conf
     assert f"base_dir = {s.base_dir}" in conf
@@ -199,7 +200,7 @@ def mail() -> Iterator[Mail]:
 def test_ready_line_names_imap_and_pop3(mail: Mail) -> None:
     assert re.search(r" imap=127\.0\.0\.1:\d+ pop3=127\.0\.0\.1:\d+", mail.app.ready_line)
     conf = (mail.app.state.root / "dovecot" / "dovecot.conf").read_text()
-    assert f"args = {mail.app.state.control / 'passwd'}" in conf
+    assert f"username_format=%u {mail.app.state.control / 'passwd'}" in conf
 
 
 def test_imap_reads_what_smtp_delivered_and_flags_and_deletion_survive(mail: Mail) -> None:
@@ -345,3 +346,25 @@ def test_quota_reported_is_the_quota_enforced(mail: Mail) -> None:
     assert int(m.group(2)) == limit // 1024 == 1024
     assert int(m.group(1)) == -(-used // 1024) >= 1
     c.logout()
+
+
+def test_login_name_case_finds_the_stored_mailbox(mail: Mail) -> None:
+    # Stored lower case, typed with capitals (a phone's keyboard): found, as in SMTP AUTH.
+    mail.postern("mailbox", "add", f"eve@{DOMAIN}", "--password-stdin", stdin="eve-password\n")
+    mail.send(f"eve@{DOMAIN}", "for eve")
+    mail.wait_delivered("eve", "for eve")
+    c = mail.imap(f"Eve@{DOMAIN.upper()}", "eve-password")
+    typ, data = c.select("INBOX", readonly=True)
+    assert int(data[0]) == 1
+    c.logout()
+    # Stored with capitals: the Maildir keeps them (mail/<domain>/Ann.Lee), and so does the
+    # login that reads it.
+    user = f"Ann.Lee@{DOMAIN}"
+    mail.postern("mailbox", "add", user, "--password-stdin", stdin="ann-password\n")
+    mail.send(user, "for ann")
+    mail.wait_delivered("Ann.Lee", "for ann")
+    c = mail.imap(user, "ann-password")
+    typ, data = c.select("INBOX", readonly=True)
+    assert int(data[0]) == 1
+    c.logout()
+    assert not mail.maildir("ann.lee").exists()
