@@ -26,7 +26,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._buffer = bytearray()
         self._eof = False
-        self._readable: asyncio.Event = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # a read waiting for bytes
         self._writable: asyncio.Event = asyncio.Event()
         self._writable.set()
         self._paused = False
@@ -40,21 +40,26 @@ class Connection(asyncio.Protocol):
         if self.on_made is not None:
             self.on_made(self)
 
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        self._readable.set()
+        self._wake()
         if len(self._buffer) > READ_LIMIT and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
         self._eof = True
-        self._readable.set()
+        self._wake()
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = True
-        self._readable.set()
+        self._wake()
         self._writable.set()
         self.lost.set()
 
@@ -70,15 +75,38 @@ class Connection(asyncio.Protocol):
         """Bytes received and not yet read (an early talker leaves some here)."""
         return len(self._buffer)
 
+    async def _wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for bytes or EOF; False on timeout. A bare future and a
+        timer handle, not ``wait_for`` (which makes a task per read)."""
+        if self._buffer or self._eof:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout, self._expire, waiter)
+        try:
+            await waiter
+        except TimeoutError:
+            return False
+        finally:
+            timer.cancel()
+            if self._waiter is waiter:
+                self._waiter = None
+        return True
+
+    @staticmethod
+    def _expire(waiter: "asyncio.Future[None]") -> None:
+        if not waiter.done():
+            waiter.set_exception(TimeoutError())
+
     async def read(self, timeout: float) -> bytes:
         """Everything received so far (waiting up to ``timeout``); b"" at end of stream.
 
         Raises:
             TimeoutError: nothing arrived in time.
         """
-        if not self._buffer and not self._eof:
-            self._readable.clear()
-            await asyncio.wait_for(self._readable.wait(), timeout)
+        if not await self._wait(timeout):
+            raise TimeoutError()
         data = bytes(self._buffer)
         self._buffer.clear()
         if self._paused and self.transport is not None and not self.transport.is_closing():
@@ -88,14 +116,7 @@ class Connection(asyncio.Protocol):
 
     async def wait_readable(self, timeout: float) -> bool:
         """Wait up to ``timeout`` for bytes without taking them; True if some arrived."""
-        if self._buffer or self._eof:
-            return True
-        self._readable.clear()
-        try:
-            await asyncio.wait_for(self._readable.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await self._wait(timeout)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
