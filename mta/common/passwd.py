@@ -20,6 +20,7 @@ event loop. An unknown user costs the same as a wrong password (a dummy hash is 
 
 from __future__ import annotations
 
+import functools
 import hmac
 import re
 import warnings
@@ -36,8 +37,14 @@ READ_SCHEMES: Final = frozenset({"ARGON2ID", "ARGON2I", "SHA512-CRYPT", "SHA256-
 MAX_PASSWORD: Final = 1024          # octets; longer is refused before hashing (cost bound)
 _LINE = re.compile(r"(?P<user>[^:]+):\{(?P<scheme>[A-Z0-9-]+)\}(?P<hash>[^:]+)(?P<rest>(?::[^:]*){0,6})\Z")
 _HASHER: Final = argon2.PasswordHasher()
-_DUMMY: Final = "{ARGON2ID}" + _HASHER.hash("postern dummy password for unknown users")
 _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to check unknown users against (made on first use: hashing costs ~0.1-0.8 s
+    of CPU, which importers such as the web app should not pay at import)."""
+    return "{ARGON2ID}" + _HASHER.hash("postern dummy password for unknown users")
 
 
 def hash_password(plain: str) -> str:
@@ -88,7 +95,7 @@ class Accounts:
         """Constant work whether or not the user exists."""
         stored = self.hashes.get(username_key(username))
         if stored is None:
-            verify(_DUMMY, password)
+            verify(_dummy_hash(), password)
             return False
         return verify(stored, password)
 
