@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from mta.clean.server import handle
 from mta.common import daemon
 from mta.common.queuedirs import QueueDirs
-from mta.local.main import bind_unix
+from mta.util.unixsock import bind_unix
 
 log = logging.getLogger("postern.clean")
 

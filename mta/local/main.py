@@ -28,29 +28,12 @@ import os
 import signal
 import socket
 from collections.abc import Sequence
-from pathlib import Path
 
 from mta.common import daemon
 from mta.local.server import LocalServer
+from mta.util.unixsock import bind_unix
 
 log = logging.getLogger("postern.local")
-
-
-def bind_unix(path: Path, mode: int = 0o660) -> socket.socket:
-    """Bind a UNIX stream socket at ``path`` (replacing a stale one) with ``mode``."""
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o777 & ~mode)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    os.chmod(path, mode)
-    sock.listen(128)
-    return sock
 
 
 async def serve(server: LocalServer, sock: socket.socket) -> None:

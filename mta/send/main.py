@@ -35,7 +35,7 @@ import signal
 from collections.abc import Sequence
 
 from mta.common import daemon
-from mta.local.main import bind_unix
+from mta.util.unixsock import bind_unix
 from mta.send.service import SendService
 
 log = logging.getLogger("postern.send")

@@ -21,13 +21,11 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from mta.common import ipc
 from mta.common.addressbook import AddressBookFiles
-from mta.common.control import ControlFile, parse_number, parse_single
 from mta.common.deliverylog import DeliveryLog
 from mta.common.envelope import Envelope
 from mta.common.frames import FrameError, encode, read_frame
@@ -38,9 +36,9 @@ from mta.local.protocol import decode_result, encode_job
 from mta.queue.client import Injection, QueuePermanentError, QueueError
 from mta.send import bounce, info as infofile, status
 from mta.send.info import InfoError, MessageInfo
-from mta.send.retry import DEFAULT_LIFETIME
 from mta.send.routing import job_params, route_envelope
 from mta.send.scheduler import Job, Scheduler
+from mta.send.settings import Settings
 from mta.util.atomic import write_atomic
 
 log = logging.getLogger("postern.send")
@@ -50,51 +48,8 @@ RETRY_SIDE_TASK: Final = 30.0  # seconds before retrying a bounce injection
 RETRY_CLEAN: Final = 2.0       # seconds before asking clean again
 PREPROCESS_PARALLEL: Final = 16
 CLEAN_BATCH: Final = 256       # clean requests written before reading their answers
-MAX_CONCURRENCY: Final = 10_000
 INFO_MODE: Final = 0o640
 SAVE_RETRY_MAX: Final = 5.0    # seconds between attempts to write queue/info on a full disk
-
-
-def _number(name: str, default: int, lo: int, hi: int) -> Callable[[bytes], int]:
-    def parse(data: bytes) -> int:
-        value = parse_number(data, name=name, minimum=lo, maximum=hi)
-        return default if value is None else value
-    return parse
-
-
-class Settings:
-    """send's control files (docs/control.md), each reloaded on change."""
-
-    def __init__(self, control: os.PathLike[str] | str) -> None:
-        c = Path(control)
-        self.concurrencylocal = ControlFile(c / "concurrencylocal", _number(
-            "concurrencylocal", 10, 1, MAX_CONCURRENCY), missing=10)
-        self.concurrencyremote = ControlFile(c / "concurrencyremote", _number(
-            "concurrencyremote", 20, 1, MAX_CONCURRENCY), missing=20)
-        self.queuelifetime = ControlFile(c / "queuelifetime", _number(
-            "queuelifetime", DEFAULT_LIFETIME, 0, 10**9), missing=DEFAULT_LIFETIME)
-        single: Callable[[str], Callable[[bytes], str | None]] = \
-            lambda n: (lambda b: parse_single(b, name=n))
-        self.me = ControlFile(c / "me", single("me"), missing=None)
-        self.bouncefrom = ControlFile(c / "bouncefrom", single("bouncefrom"), missing=None)
-        self.bouncehost = ControlFile(c / "bouncehost", single("bouncehost"), missing=None)
-        self.doublebounceto = ControlFile(c / "doublebounceto", single("doublebounceto"),
-                                          missing=None)
-        self.doublebouncehost = ControlFile(c / "doublebouncehost", single("doublebouncehost"),
-                                            missing=None)
-
-    def concurrency(self, route: str) -> int:
-        return (self.concurrencylocal if route == "local" else self.concurrencyremote).get()
-
-    def host(self) -> str:
-        return self.me.get() or "localhost"
-
-    def bounce_from(self) -> tuple[str, str]:
-        return (self.bouncefrom.get() or "MAILER-DAEMON", self.bouncehost.get() or self.host())
-
-    def double_bounce_to(self) -> str:
-        return (f"{self.doublebounceto.get() or 'postmaster'}@"
-                f"{self.doublebouncehost.get() or self.host()}")
 
 
 class SendService:
