@@ -20,6 +20,8 @@ FORMAT_VERSION: Final = 1
 STATES: Final = ("pending", "delivered", "failed")
 ROUTES: Final = ("local", "remote")
 _TEXT_MAX: Final = 4096
+_CTL = re.compile(r"[\x00-\x1f\x7f]")
+_PARAM_BAD = re.compile(r"[\x00-\x20\x7f]")
 
 
 class InfoError(ValueError):
@@ -78,7 +80,7 @@ def _get(obj: dict[str, Any], key: str, kind: type) -> Any:
 
 def _text(obj: dict[str, Any], key: str) -> str:
     value = _get(obj, key, str)
-    if len(value) > _TEXT_MAX or re.search(r"[\x00-\x1f\x7f]", value):
+    if len(value) > _TEXT_MAX or _CTL.search(value):
         raise InfoError(f"field {key!r} too long or has control characters")
     return str(value)
 
@@ -107,7 +109,7 @@ def decode(data: bytes, expected_id: str) -> MessageInfo:
     if not rcpts:
         raise InfoError("no recipients")
     for p in params:
-        if type(p) is not str or re.search(r"[\x00-\x20\x7f]", p):
+        if type(p) is not str or _PARAM_BAD.search(p):
             raise InfoError("bad parameter")
         info.params.append(p)
     for r in rcpts:

@@ -30,7 +30,7 @@ from mta.common.deliverylog import DeliveryLog
 from mta.common.envelope import Envelope
 from mta.common.frames import FrameError, encode, read_frame
 from mta.common.paths import StateDir
-from mta.common.queuedirs import QueueDirs, QueueId
+from mta.common.queuedirs import QueueDirs, QueueId, QueueIdError, parse_id
 from mta.common.results import Result
 from mta.local.protocol import decode_result, encode_job
 from mta.queue.client import Injection, QueuePermanentError, QueueError
@@ -47,9 +47,17 @@ RESCAN: Final = 30.0           # seconds between todo scans without a trigger
 RETRY_SIDE_TASK: Final = 30.0  # seconds before retrying a bounce injection
 RETRY_CLEAN: Final = 2.0       # seconds before asking clean again
 PREPROCESS_PARALLEL: Final = 16
+MAX_INFO: Final = 64 * 1024 * 1024  # bytes: 10,000 recipients with long texts fit
 CLEAN_BATCH: Final = 256       # clean requests written before reading their answers
 INFO_MODE: Final = 0o640
 SAVE_RETRY_MAX: Final = 5.0    # seconds between attempts to write queue/info on a full disk
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = [os.read(fd, 65536)]
+    while len(chunks[-1]) == 65536 and sum(map(len, chunks)) < MAX_INFO:
+        chunks.append(os.read(fd, 65536))
+    return b"".join(chunks)
 
 
 class SendService:
@@ -136,13 +144,35 @@ class SendService:
 
     # --- startup and todo -----------------------------------------------------------------
     def _load_all(self) -> list[MessageInfo]:
+        """Every info file, read through directory descriptors (100,000 files: seconds)."""
         out = []
-        for qid in self.queue.ids("info"):
-            text = str(qid)
+        for n in range(self.queue.split):
+            sub = self.queue.subdir("info", n)
             try:
-                out.append(infofile.decode(self.queue.info(qid).read_bytes(), text))
-            except (OSError, InfoError) as exc:
-                log.error("info file for %s is unreadable, left alone: %s", text, exc)
+                dfd = os.open(sub, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                for entry in os.scandir(dfd):
+                    try:
+                        qid = parse_id(entry.name)
+                    except QueueIdError:
+                        continue  # write_atomic's temp files, strays
+                    if qid.inode % self.queue.split != n:
+                        continue
+                    text = entry.name
+                    try:
+                        fd = os.open(text, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     dir_fd=dfd)
+                        try:
+                            data = _read_all(fd)
+                        finally:
+                            os.close(fd)
+                        out.append(infofile.decode(data, text))
+                    except (OSError, InfoError) as exc:
+                        log.error("info file for %s is unreadable, left alone: %s", text, exc)
+            finally:
+                os.close(dfd)
         return out
 
     async def startup(self) -> None:
