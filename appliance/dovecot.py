@@ -358,6 +358,8 @@ def write_config(s: Settings) -> Path:
     text = render(s)
     s.config_dir.mkdir(mode=0o755, exist_ok=True)
     s.state_dir.mkdir(mode=0o750, exist_ok=True)
+    os.chmod(s.config_dir, 0o755)  # as appliance/permissions.py has it, whatever the umask
+    os.chmod(s.state_dir, 0o750)
     write_atomic(s.config_path, text.encode("utf-8"), mode=0o644)
     return s.config_path
 

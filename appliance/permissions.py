@@ -50,6 +50,7 @@ class Rule:
     mode: int
     why: str
     exact: bool = True  # False: written by third-party code; the mode may be narrower
+    descend: bool = True  # False: a third party's own tree (Dovecot's); not walked below
 
     @property
     def owners(self) -> tuple[str, ...]:
@@ -94,6 +95,12 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("root", "broker/**", D, u.WEB, u.WEB, 0o2770, "embedded Celery broker"),
     Rule("root", "broker/**", F, f"{u.WEB}|{u.ADMIN}", u.WEB, 0o660, "a broker message",
          exact=False),
+    Rule("root", "dovecot", D, "root", "root", 0o755,
+         "Dovecot's configuration, rendered by postern run (appliance/dovecot.py)"),
+    Rule("root", "dovecot/dovecot.conf", F, "root", "root", 0o644,
+         "rewritten at every start; no secrets (it names the passwd file and key by path)"),
+    Rule("root", "dovecot/state", D, "root", "root", 0o750,
+         "Dovecot's state_dir (its instance list); Dovecot's own", descend=False),
 
     Rule("control", "", D, u.ADMIN, ALL, 0o2755,
          "only worker writes; everyone reads (sendmail reads me, defaultdomain, as in qmail); "
@@ -132,6 +139,10 @@ TABLE: Final[tuple[Rule, ...]] = (
 
     Rule("mail", "", D, u.VMAIL, u.VMAIL, 0o700, "Maildirs: local writes, nobody else reads"),
     Rule("mail", "**", D, u.VMAIL, u.VMAIL, 0o700, "a domain, a mailbox, tmp/new/cur"),
+    Rule("mail", "*/*/dovecot-uidvalidity.*", F, u.VMAIL, u.VMAIL, 0o444,
+         "Dovecot's UIDVALIDITY marker: Dovecot makes it 0444; the 0700 Maildirs above it "
+         "keep everyone but postern-vmail out",
+         exact=False),
     Rule("mail", "**", F, u.VMAIL, u.VMAIL, 0o600, "a message"),
 
     Rule("run", "", D, "root", ALL, 0o3771,
@@ -145,6 +156,9 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("run", ipc.TRIGGER_FIFO, P, u.SEND, ALL, 0o660, "queue pokes send after a commit"),
     Rule("run", "celerybeat-schedule*", F, u.ADMIN, ALL, 0o640, "Celery beat's schedule",
          exact=False),
+    Rule("run", "dovecot", D, "root", ALL, 0o2755,
+         "Dovecot's base_dir: its sockets and pid, owned and moded by Dovecot itself",
+         exact=False, descend=False),
 
     Rule("log", "", D, "root", LOG, 0o2770, "queue and send append and rotate; worker reads"),
     Rule("log", "*", F, f"{u.SEND}|{u.QUEUE}", LOG, 0o660, "delivery log and its rotations",
@@ -269,7 +283,7 @@ def _walk_dir(dir_fd: int, path: Path, part: str, rel: tuple[str, ...], owners: 
                 epart, erel = "database-journal", ()
         rule = rule_for(epart, erel, kind) if kind else None
         yield Found(child, epart, erel, st, rule, dir_fd=dir_fd, name=entry)
-        if kind is Kind.DIR and rule is not None:
+        if kind is Kind.DIR and rule is not None and rule.descend:
             try:
                 sub = os.open(entry, _DIR_FLAGS, dir_fd=dir_fd)
             except OSError:

@@ -203,7 +203,8 @@ def test_the_matrix_says_what_issue_7_demands() -> None:
             writers = {name for name in permissions.MATRIX_USERS
                        if permissions.access(name, rule) == "rw"}
             assert writers == {users.ADMIN}, rule
-        if rule.part == "mail":
+        if rule.part == "mail" and "dovecot-uidvalidity" not in rule.pattern:
+            # (Dovecot's 0444 marker is reachable only through the 0700 directories above.)
             assert {name for name in permissions.MATRIX_USERS
                     if permissions.access(name, rule) != "-"} == {users.VMAIL}
     queue_sock = rule_for("run", (ipc.QUEUE_SOCKET,), Kind.SOCKET)

@@ -110,7 +110,12 @@ def test_listener_parsing(value: str, expected: tuple[str, int]) -> None:
 def test_default_listeners_for_an_ordinary_user_and_for_root() -> None:
     assert run_command.DEFAULTS_USER == {"smtp": "127.0.0.1:2525",
                                          "submission": "127.0.0.1:2587",
-                                         "web": "127.0.0.1:8000"}
+                                         "web": "127.0.0.1:8000",
+                                         "imap": "127.0.0.1:2143", "pop3": "127.0.0.1:2110",
+                                         "imaps": "off", "pop3s": "off"}
+    assert (run_command.DEFAULTS_ROOT["imap"], run_command.DEFAULTS_ROOT["imaps"],
+            run_command.DEFAULTS_ROOT["pop3"], run_command.DEFAULTS_ROOT["pop3s"]) \
+        == ("0.0.0.0:143", "0.0.0.0:993", "0.0.0.0:110", "0.0.0.0:995")
     assert run_command.DEFAULTS_ROOT["smtp"] == "0.0.0.0:25"
     assert run_command.DEFAULTS_ROOT["submission"] == "0.0.0.0:587"
     assert run_command.DEFAULTS_ROOT["web"] == "127.0.0.1:8000"

@@ -368,3 +368,26 @@ def test_login_name_case_finds_the_stored_mailbox(mail: Mail) -> None:
     assert int(data[0]) == 1
     c.logout()
     assert not mail.maildir("ann.lee").exists()
+
+
+def test_dovecot_leaves_the_state_directory_as_the_permission_table_says(mail: Mail) -> None:
+    # After logins, reads, flag changes and expunges: Dovecot's own files in the Maildirs,
+    # its config and its run directory all match appliance/permissions.py.
+    from appliance import permissions
+    from appliance.users import IdMap
+
+    mail.postern("mailbox", "add", f"tab@{DOMAIN}", "--password-stdin", stdin="tab-password\n")
+    mail.send(f"tab@{DOMAIN}", "for the table")
+    mail.wait_delivered("tab", "for the table")
+    c = mail.imap(f"tab@{DOMAIN}", "tab-password")
+    c.select("INBOX")
+    c.store("1", "+FLAGS", "(\\Seen)")
+    c.create("Archive")
+    c.logout()
+    ids = IdMap.system() if os.geteuid() == 0 else None
+    dovecot_paths = (mail.app.state.mail, mail.app.state.root / "dovecot",
+                     mail.app.state.run / "dovecot")
+    problems = [str(p) for p in permissions.audit(mail.app.state, ids)
+                if any(p.path == d or d in p.path.parents for d in dovecot_paths)]
+    assert problems == []
+    assert (mail.maildir("tab") / "dovecot-uidlist").exists()  # Dovecot did write there
