@@ -85,8 +85,8 @@ class Server:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         settings = self.controls.settings()  # first load now: errors are logged at start
-        # Unknown AUTH users are checked against a dummy hash; make it now, off the loop.
-        loop.run_in_executor(self.shared.auth_pool, passwd.Accounts().check, "", b"")
+        # Unknown AUTH users are checked against a dummy hash: make it before serving.
+        await loop.run_in_executor(self.shared.auth_pool, passwd.Accounts().check, "", b"")
         if len(settings.rcpthosts) == 0:
             log.critical("control/rcpthosts is missing, empty or broken: no domain is "
                          "accepted from clients that may not relay (fail closed)")
