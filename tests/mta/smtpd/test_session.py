@@ -428,3 +428,22 @@ def test_random_sessions_never_hurt_the_daemon(shared_smtpd: Smtpd, parts: list[
     with Raw(shared_smtpd.smtp) as c:
         assert c.cmd("NOOP").code == 250
     assert "session failed" not in shared_smtpd.log_text()  # no exception escaped a session
+
+
+def test_broken_files_at_first_start_fail_closed_loudly(tmp_path: Path) -> None:
+    d = start_smtpd(tmp_path / "var", controls={
+        "rcpthosts": "mx.test\nnot a domain!\n",
+        "tcp.smtp": '127.:allow,RELAYCLIENT=""\n127.0.0.1 allow\n'})
+    try:
+        with Raw(d.smtp) as c:
+            assert c.greeting.code == 220                     # it starts...
+            c.cmd("EHLO client.test")
+            c.cmd("MAIL FROM:<a@sender.example>")
+            assert c.cmd("RCPT TO:<alice@mx.test>").code == 553      # ...accepts no domain
+            assert c.cmd("RCPT TO:<victim@example.net>").code == 553  # ...relays for nobody
+            assert c.cmd("RCPT TO:<Postmaster>").code == 250
+        log = d.log_text()
+        assert "CRITICAL" in log and "rcpthosts" in log and "tcp.smtp" in log
+    finally:
+        d.stop()
+        d.queue.kill()
