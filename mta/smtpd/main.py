@@ -64,6 +64,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import resource
 import signal
 import socket
 import sys
@@ -104,6 +105,17 @@ def bind(text: str, *, reuseport: bool = False) -> socket.socket:
     sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
+
+
+def raise_fd_limit() -> None:
+    """Each session holds a descriptor (two during DATA): lift the soft limit (often 1024)
+    to the hard one, so maxconnections, not EMFILE, is what refuses clients."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-files limit from %d: %s", soft, exc)
 
 
 def run_worker(state: StateDir, listeners: list[Listener],
@@ -219,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         log.critical("cannot bind: %s", exc)
         return EXIT_FAILURE
+    raise_fd_limit()
     tls = tls_context(state)  # read the key before dropping privileges
     if args.user:
         from mta.util.privs import drop_privileges
