@@ -367,3 +367,51 @@ def write_config(s: Settings) -> Path:
 def argv(binary: str, config: Path) -> tuple[str, ...]:
     """``dovecot -F -c <config>``: foreground, so the supervisor owns its life."""
     return (binary, "-F", "-c", str(config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m appliance.dovecot --state DIR [--imap ...]``: write the config, print its
+    path. The installed unit (postern-dovecot.service) runs it before ``dovecot -F``;
+    ``postern run`` calls the same code in-process (appliance/commands/run.py)."""
+    import argparse
+    import sys
+
+    from appliance.commands import run as run_command
+    from mta.common import ipc
+
+    parser = argparse.ArgumentParser(prog="python -m appliance.dovecot",
+                                     description="Write Postern's dovecot.conf.")
+    parser.add_argument("--state", default=None, help="state directory, or 'fhs' (installed)")
+    defaults = run_command.DEFAULTS_ROOT if os.geteuid() == 0 else run_command.DEFAULTS_USER
+    for name in run_command.MAILBOX_ACCESS:
+        parser.add_argument(f"--{name}", metavar="HOST:PORT|off", default=defaults[name])
+    args = parser.parse_args(argv)
+    try:
+        wanted = [x for name in run_command.MAILBOX_ACCESS
+                  if (x := run_command.parse_listener(name, getattr(args, name)))]
+    except ValueError as exc:
+        print(f"postern dovecot: {exc}", file=sys.stderr)
+        return 64  # EX_USAGE
+    state = StateDir.from_arg(args.state)
+    mail_user = auth_user = None
+    if os.geteuid() == 0:
+        mail_user = run_command.system_user(ipc.Daemon.LOCAL)
+        auth_user = run_command.system_user(ipc.Daemon.SMTPD)
+        if mail_user is None:
+            print("postern dovecot: the Maildirs belong to root (no postern-vmail user, or "
+                  "the daemons keep root), and Dovecot never reads mail as root",
+                  file=sys.stderr)
+            return 78  # EX_CONFIG
+    try:
+        settings = Settings.from_state(
+            state, tuple(Endpoint(x.name, x.host, x.port) for x in wanted),
+            mail_user=mail_user, auth_user=auth_user)
+        print(write_config(settings))
+    except (DovecotConfigError, OSError, KeyError) as exc:
+        print(f"postern dovecot: {exc}", file=sys.stderr)
+        return 78
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -391,3 +391,53 @@ def test_dovecot_leaves_the_state_directory_as_the_permission_table_says(mail: M
                 if any(p.path == d or d in p.path.parents for d in dovecot_paths)]
     assert problems == []
     assert (mail.maildir("tab") / "dovecot-uidlist").exists()  # Dovecot did write there
+
+
+# --- postern install: the systemd unit ---------------------------------------------------------
+
+def test_systemd_unit_renders_the_config_then_runs_dovecot_on_it(tmp_path: Path) -> None:
+    from appliance import install
+
+    text = install.render_unit("postern-dovecot.service", python="/usr/bin/python3")
+    conf = dovecot.Settings.from_state(StateDir.fhs("/"), ()).config_path
+    lines = dict(line.split("=", 1) for line in text.splitlines()
+                 if "=" in line and not line.startswith("#"))
+    assert lines["ExecStartPre"].startswith("/usr/bin/python3 -m appliance.dovecot --state fhs ")
+    assert lines["ExecStart"] == f"/usr/sbin/dovecot -F -c {conf}"
+    assert lines["ConditionPathExists"] == "/usr/sbin/dovecot"
+    assert "postern-init.service" in lines["Requires"]
+    target = install.render_unit(install.TARGET, python="/usr/bin/python3")
+    wants = re.search(r"^Wants=(.*)$", target, re.M)
+    assert wants is not None and "postern-dovecot.service" in wants.group(1).split()
+    tool = support.require("systemd-analyze")
+    for name in install.unit_names():  # verify resolves Requires= among the files given
+        (tmp_path / name).write_text(install.render_unit(name, python="/usr/bin/python3"))
+    unit = tmp_path / "postern-dovecot.service"
+    done = subprocess.run([tool, "verify", *(str(tmp_path / n) for n in install.unit_names())],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr.strip() == "", done.stderr
+    done = subprocess.run([tool, "security", "--offline=yes", str(unit)], capture_output=True,
+                          text=True)
+    score = re.search(r"Overall exposure level for \S+: ([0-9.]+)", done.stdout)
+    assert score is not None, done.stdout + done.stderr
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "security.md").read_text()
+    assert re.search(r"^\| `postern-dovecot\.service` \|.*\| " + re.escape(score.group(1))
+                     + r" \|$", documented, re.M), f"docs/security.md: exposure {score.group(1)}"
+
+
+def test_config_command_writes_what_run_writes(short_tmp: Path) -> None:
+    state = StateDir.single(short_tmp / "var")
+    for d in (state.root, state.run, state.tls):
+        d.mkdir(parents=True, exist_ok=True)
+    args = ["--state", str(state.root), "--imap", "127.0.0.1:2143", "--pop3", "off",
+            "--imaps", "off", "--pop3s", "off"]
+    if os.geteuid() == 0:
+        from appliance.commands import run as run_command
+        from mta.common import ipc
+        if run_command.system_user(ipc.Daemon.LOCAL) is None:
+            assert dovecot.main(args) == 78  # no user for the Maildirs: refuse, say why
+            return
+    assert dovecot.main(args) == 0
+    conf = (state.root / "dovecot" / "dovecot.conf").read_text()
+    assert "protocols = imap\n" in conf and "port = 2143" in conf
+    assert dovecot.main([*args[:2], "--imap", "nonsense"]) == 64
