@@ -118,6 +118,8 @@ class Settings:
     internal_user: str = INTERNAL_USER
     # Not root: the invoking user, who then runs every service.
     own_user: str = field(default_factory=lambda: pwd.getpwuid(os.geteuid()).pw_name)
+    own_uid: int = field(default_factory=os.geteuid)
+    own_gid: int = field(default_factory=os.getegid)
 
     @property
     def config_path(self) -> Path:
@@ -293,13 +295,12 @@ def render(s: Settings) -> str:
         ]
     else:
         me = _value(s.own_user, "user")
-        uid = os.geteuid()
         out += [
             f"default_login_user = {me}",
             f"default_internal_user = {me}",
-            f"default_internal_group = {_value(_group_name(os.getegid()), 'group')}",
-            f"first_valid_uid = {uid}",
-            f"last_valid_uid = {uid}",
+            f"default_internal_group = {_value(_group_name(s.own_gid), 'group')}",
+            f"first_valid_uid = {s.own_uid}",
+            f"last_valid_uid = {s.own_uid}",
             "service auth {\n  user = $default_internal_user\n}",
             "service auth-worker {\n  user = $default_internal_user\n}",
             "service anvil {\n  chroot =\n}",

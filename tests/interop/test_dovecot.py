@@ -441,3 +441,144 @@ def test_config_command_writes_what_run_writes(short_tmp: Path) -> None:
     conf = (state.root / "dovecot" / "dovecot.conf").read_text()
     assert "protocols = imap\n" in conf and "port = 2143" in conf
     assert dovecot.main([*args[:2], "--imap", "nonsense"]) == 64
+
+
+# --- unprivileged: Dovecot run by an ordinary user ------------------------------------------
+
+def test_runs_unprivileged_as_an_ordinary_user(short_tmp: Path) -> None:
+    """The embedded default: one ordinary user runs everything, Dovecot included (no chroot,
+    no mail_uid, base_dir and state_dir inside the state directory). As root the test runs
+    Dovecot as ``nobody``."""
+    import pwd
+    import socket
+
+
+    from mta.common.passwd import hash_password, render_line
+
+    binary = support.require("dovecot", path="/usr/sbin/dovecot")
+    who = pwd.getpwnam("nobody") if os.geteuid() == 0 else pwd.getpwuid(os.geteuid())
+    os.chmod(short_tmp, 0o755)
+    state = StateDir.single(short_tmp / "var")
+    box = state.mail / DOMAIN / "uma"
+    for sub in ("tmp", "new", "cur"):
+        (box / sub).mkdir(parents=True)
+    message = b"Subject: unprivileged\n\nhello\n"
+    (box / "new" / f"1700000000.M1P1.test,S={len(message)}").write_bytes(message)
+    state.control.mkdir()
+    (state.control / "passwd").write_text(
+        render_line(f"uma@{DOMAIN}", hash_password("uma-password")) + "\n")
+    state.run.mkdir()
+    imap_port, pop3_port = support.free_port(), support.free_port()
+    s = dovecot.Settings.from_state(state, (dovecot.Endpoint("imap", "127.0.0.1", imap_port),
+                                            dovecot.Endpoint("pop3", "127.0.0.1", pop3_port)))
+    s = dovecot.Settings(**{**s.__dict__, "as_root": False, "own_user": who.pw_name,
+                            "own_uid": who.pw_uid, "own_gid": who.pw_gid})
+    config = dovecot.write_config(s)
+    for path in [state.root, *state.root.rglob("*")]:
+        os.chown(path, who.pw_uid, who.pw_gid)
+    ids = {} if os.geteuid() != 0 else {"user": who.pw_uid, "group": who.pw_gid,
+                                        "extra_groups": []}
+    log = short_tmp / "dovecot.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(dovecot.argv(binary, config), stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, **ids)  # type: ignore[call-overload]
+
+    def listening() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"dovecot exited {proc.returncode}: {log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", pop3_port), timeout=1).close()
+            socket.create_connection(("127.0.0.1", imap_port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    try:
+        support.wait_for(listening, timeout=30, interval=0.1, what="dovecot's listeners")
+        c = imaplib.IMAP4("127.0.0.1", imap_port, timeout=30)
+        c.login(f"uma@{DOMAIN}", "uma-password")
+        c.select("INBOX")
+        typ, data = c.fetch("1", "(BODY[])")
+        assert b"Subject: unprivileged" in data[0][1]
+        c.store("1", "+FLAGS", "(\\Seen)")
+        c.logout()
+        p = poplib.POP3("127.0.0.1", pop3_port, timeout=30)
+        p.user(f"uma@{DOMAIN}")
+        p.pass_("uma-password")
+        assert p.stat()[0] == 1
+        p.quit()
+        # Every process was the ordinary user's; nothing became root.
+        checked = 0
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    status = (entry / "status").read_text()
+                    if os.getsid(int(entry.name)) != proc.pid:
+                        continue
+                except (OSError, ProcessLookupError):
+                    continue
+                uids = re.search(r"^Uid:\s+(\d+)\s+(\d+)", status, re.M)
+                assert uids is not None and {int(uids.group(1)), int(uids.group(2))} \
+                    == {who.pw_uid}, status[:200]
+                checked += 1
+        assert checked >= 4  # master, log, config, auth, the logins ...
+        seen = mailbox.Maildir(box, create=False)
+        assert ["S" in m.get_flags() for m in seen] == [True]
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+# --- postern run without Dovecot, or with IMAP and POP3 off -------------------------------------
+
+def test_run_says_plainly_when_dovecot_is_not_installed(short_tmp: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from appliance.commands import run as run_command
+
+    state = StateDir.single(short_tmp / "var")
+    listeners = {"imap": run_command.parse_listener("imap", "127.0.0.1:2143"),
+                 "pop3": run_command.parse_listener("pop3", "off")}
+    empty = short_tmp / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))  # as on a machine without dovecot-core
+    monkeypatch.setattr(dovecot, "SEARCH_PATH", str(empty))
+    said: list[str] = []
+    assert run_command.dovecot_spec(state, listeners, log=said.append) is None
+    assert said == ["IMAP and POP3 are off: Dovecot is not installed "
+                    "(apt-get install dovecot-imapd dovecot-pop3d)"]
+    assert not (state.root / "dovecot").exists()
+
+
+def test_run_with_imap_and_pop3_off_starts_no_dovecot(short_tmp: Path) -> None:
+    from appliance.commands import run as run_command
+
+    said: list[str] = []
+    off = {name: None for name in run_command.MAILBOX_ACCESS}
+    assert run_command.dovecot_spec(StateDir.single(short_tmp), off, log=said.append) is None
+    assert said == []
+
+
+def test_run_spec_serves_the_listeners_it_probes(short_tmp: Path) -> None:
+    from appliance.commands import run as run_command
+    from appliance.supervisor import TcpProbe
+
+    binary = support.require("dovecot", path="/usr/sbin/dovecot")
+    state = StateDir.single(short_tmp / "var")
+    for d in (state.root, state.run, state.tls):
+        d.mkdir(parents=True, exist_ok=True)
+    listeners = {"imap": run_command.parse_listener("imap", "127.0.0.1:2143"),
+                 "pop3": run_command.parse_listener("pop3", "[::1]:2110")}
+    said: list[str] = []
+    spec = run_command.dovecot_spec(state, listeners, log=said.append)
+    if spec is None:  # root whose daemons keep root: said why
+        assert os.geteuid() == 0 and said and "never reads mail as root" in said[0]
+        return
+    assert spec.name == "dovecot"
+    assert spec.argv == (binary, "-F", "-c", str(state.root / "dovecot" / "dovecot.conf"))
+    assert spec.probes == (TcpProbe("imap", "127.0.0.1", 2143), TcpProbe("pop3", "::1", 2110))
+    assert [p.display() for p in spec.probes if isinstance(p, TcpProbe)] \
+        == ["127.0.0.1:2143", "[::1]:2110"]
