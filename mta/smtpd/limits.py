@@ -6,8 +6,8 @@ by the parent before it forks its workers: one array of counters per worker, ind
 hash of the client address, so every worker sees every other's sessions without locks
 (each worker writes only its own array; the parent zeroes a dead worker's array before it
 restarts it). Two addresses that share a slot share a limit (rare with 65,536 slots; the
-error is on the refusing side). AUTH failures are counted per worker (a client can get
-``workers`` times the limit; documented in docs/control.md).
+error is on the refusing side). AUTH failures are counted the same way, per address slot
+and fixed time window, so the limit holds across workers.
 Untrusted input: the client address (only used as a hash key).
 """
 
@@ -21,15 +21,15 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 SLOTS: Final = 65_536
-TOTAL_SLOT: Final = SLOTS  # the extra last counter holds the worker's total
-MAX_TRACKED_CLIENTS: Final = 100_000  # AUTH failure table; cleared when full
-
-Counters = Sequence[int]  # a ctypes array of c_int, shared
+TOTAL_SLOT: Final = SLOTS          # connections: [0, SLOTS) per address slot, then the total
+AUTH_COUNT: Final = SLOTS + 1      # AUTH failures per address slot ...
+AUTH_EPOCH: Final = 2 * SLOTS + 1  # ... and the window each count belongs to
+ARRAY_SIZE: Final = 3 * SLOTS + 1
 
 
 def make_counters(workers: int) -> list["ctypes.Array[ctypes.c_int]"]:
     """One shared, zeroed array per worker; call before forking."""
-    return [multiprocessing.RawArray(ctypes.c_int, SLOTS + 1) for _ in range(workers)]
+    return [multiprocessing.RawArray(ctypes.c_int, ARRAY_SIZE) for _ in range(workers)]
 
 
 def slot_of(ip: str) -> int:
@@ -38,25 +38,26 @@ def slot_of(ip: str) -> int:
 
 
 class ConnectionCounter:
-    """This worker's view: ``own`` is its array, ``arrays`` all of them (own included)."""
+    """This worker's view: ``own`` is its index in ``arrays`` (all workers' arrays)."""
 
     def __init__(self, arrays: Sequence["ctypes.Array[ctypes.c_int]"], own: int) -> None:
-        self._arrays = arrays
+        self.arrays = arrays
+        self.index = own
         self._own = arrays[own]
 
     def total(self) -> int:
-        return sum(a[TOTAL_SLOT] for a in self._arrays)
+        return sum(a[TOTAL_SLOT] for a in self.arrays)
 
     def from_ip(self, ip: str) -> int:
         slot = slot_of(ip)
-        return sum(a[slot] for a in self._arrays)
+        return sum(a[slot] for a in self.arrays)
 
     def try_open(self, ip: str, *, max_total: int, max_per_ip: int) -> str | None:
         """Count a new session, or say why not: ``"total"`` or ``"ip"``."""
         if self.total() >= max_total:
             return "total"
         slot = slot_of(ip)
-        if max_per_ip and sum(a[slot] for a in self._arrays) >= max_per_ip:
+        if max_per_ip and sum(a[slot] for a in self.arrays) >= max_per_ip:
             return "ip"
         self._own[slot] += 1
         self._own[TOTAL_SLOT] += 1
@@ -73,26 +74,33 @@ def reset(array: "ctypes.Array[ctypes.c_int]") -> None:
 
 
 class AuthLimiter:
-    """Failed AUTH attempts per client address within a sliding window."""
+    """Failed AUTH attempts per client address, summed over every worker, in fixed
+    windows of ``window`` seconds aligned on the monotonic clock (system-wide on Linux)."""
 
-    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, arrays: Sequence["ctypes.Array[ctypes.c_int]"], own: int,
+                 window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._arrays = arrays
+        self._own = arrays[own]
         self._window = window
         self._clock = clock
-        self._failures: dict[str, list[float]] = {}
+
+    def _epoch(self) -> int:
+        return int(self._clock() // self._window) % 2_000_000_000 + 1  # 0 marks "never"
+
+    def failures(self, ip: str) -> int:
+        slot, epoch = slot_of(ip), self._epoch()
+        return sum(a[AUTH_COUNT + slot] for a in self._arrays if a[AUTH_EPOCH + slot] == epoch)
 
     def blocked(self, ip: str, limit: int) -> bool:
-        return len(self._recent(ip)) >= limit
+        return self.failures(ip) >= limit
 
     def failed(self, ip: str) -> None:
-        if len(self._failures) >= MAX_TRACKED_CLIENTS:
-            self._failures.clear()
-        self._recent(ip).append(self._clock())
+        slot, epoch = slot_of(ip), self._epoch()
+        if self._own[AUTH_EPOCH + slot] != epoch:
+            self._own[AUTH_EPOCH + slot] = epoch
+            self._own[AUTH_COUNT + slot] = 0
+        self._own[AUTH_COUNT + slot] += 1
 
     def succeeded(self, ip: str) -> None:
-        self._failures.pop(ip, None)
-
-    def _recent(self, ip: str) -> list[float]:
-        cutoff = self._clock() - self._window
-        times = [t for t in self._failures.get(ip, []) if t > cutoff]
-        self._failures[ip] = times
-        return times
+        """A success clears this worker's count for the address."""
+        self._own[AUTH_COUNT + slot_of(ip)] = 0

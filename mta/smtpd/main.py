@@ -41,7 +41,8 @@ CONTROL FILES
     maxconnip       simultaneous sessions per client address (default 20; 0: no limit)
     greetdelay      seconds to wait before the greeting; a client that talks first is
                     refused as an early talker (default 0: only what arrived at once)
-    authfailures    failed AUTH per client address per 15 minutes and worker (default 5)
+    authfailures    failed AUTH per client address per 15-minute window, all workers
+                    together (default 5); then 454 until the next window
     badmailfrom     envelope senders refused (qmail's: address or @domain)
     dnsbl           DNS blocklist zones, one per line (fails open on DNS trouble)
     receivedauth    1: name the authenticated user in Received: (default 0)

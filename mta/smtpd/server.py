@@ -76,7 +76,8 @@ class Server:
         book = AddressBookFiles(state.control, check_interval=check_interval)
         self.shared = Shared(queue_socket=state.queue_socket, address_book=book.get,
                              tls=tls, dnsbl=DnsblChecker(dns_servers),
-                             auth_limiter=AuthLimiter(AUTH_WINDOW),
+                             auth_limiter=AuthLimiter(counter.arrays, counter.index,
+                                                      AUTH_WINDOW),
                              auth_pool=ThreadPoolExecutor(AUTH_THREADS, "auth"),
                              rdns=ReverseResolver(dns_servers))
         self._sessions: dict[asyncio.Task[None], Session] = {}

@@ -32,14 +32,21 @@ def test_close_never_goes_negative() -> None:
     assert counter.total() == 0
 
 
-def test_auth_window_with_a_fake_clock() -> None:
-    now = [0.0]
-    limiter = AuthLimiter(window=100.0, clock=lambda: now[0])
-    limiter.failed("192.0.2.1")
-    limiter.failed("192.0.2.1")
-    assert limiter.blocked("192.0.2.1", 2) and not limiter.blocked("192.0.2.2", 2)
-    now[0] = 101.0
-    assert not limiter.blocked("192.0.2.1", 2)
-    limiter.failed("192.0.2.1")
-    limiter.succeeded("192.0.2.1")
-    assert not limiter.blocked("192.0.2.1", 1)
+def test_auth_failures_summed_over_workers_in_fixed_windows() -> None:
+    now = [1000.0]
+    arrays = make_counters(2)
+    one = AuthLimiter(arrays, 0, window=100.0, clock=lambda: now[0])
+    two = AuthLimiter(arrays, 1, window=100.0, clock=lambda: now[0])
+    one.failed("192.0.2.1")
+    two.failed("192.0.2.1")
+    assert one.blocked("192.0.2.1", 2) and two.blocked("192.0.2.1", 2)
+    assert not one.blocked("192.0.2.2", 1)
+    now[0] = 1100.0                      # the next window: counts start again
+    assert not two.blocked("192.0.2.1", 1)
+    one.failed("192.0.2.1")
+    assert one.failures("192.0.2.1") == 1
+    one.succeeded("192.0.2.1")
+    assert not two.blocked("192.0.2.1", 1)
+    two.failed("192.0.2.1")
+    reset(arrays[1])                     # a dead worker's counts go with it
+    assert one.failures("192.0.2.1") == 0

@@ -207,3 +207,25 @@ def test_ipv6_listener_and_rules(tmp_path: Path) -> None:
     finally:
         d.stop()
         d.queue.kill()
+
+
+def test_auth_failure_limit_holds_across_workers(tmp_path: Path) -> None:
+    import base64
+    from tests.mta.smtpd.conftest import PASSWORD
+    d = start_smtpd(tmp_path / "var", workers=2, controls={"authfailures": "3\n"})
+    try:
+        support.wait_for(lambda: d.log_text().count("serving") == 2, what="workers serving")
+        bad = base64.b64encode(b"\0alice@mx.test\0wrong").decode()
+        good = base64.b64encode(b"\0alice@mx.test\0" + PASSWORD.encode()).decode()
+        codes = []
+        for _ in range(6):  # new connections: the kernel spreads them over both workers
+            with Raw(d.submission) as c:
+                c.cmd("EHLO client.test")
+                codes.append(c.cmd("AUTH PLAIN " + bad).code)
+        assert codes[:3] == [535, 535, 535] and codes[3:] == [454, 454, 454]
+        with Raw(d.submission) as c:
+            c.cmd("EHLO client.test")
+            assert c.cmd("AUTH PLAIN " + good).code == 454
+    finally:
+        d.stop()
+        d.queue.kill()
