@@ -582,3 +582,26 @@ def test_run_spec_serves_the_listeners_it_probes(short_tmp: Path) -> None:
     assert spec.probes == (TcpProbe("imap", "127.0.0.1", 2143), TcpProbe("pop3", "::1", 2110))
     assert [p.display() for p in spec.probes if isinstance(p, TcpProbe)] \
         == ["127.0.0.1:2143", "[::1]:2110"]
+
+
+def test_starttls_presents_posterns_certificate(mail: Mail) -> None:
+    import ssl
+
+    cert_pem = (mail.app.state.tls / "cert.pem").read_text()
+    context = ssl.create_default_context(cadata=cert_pem)
+    context.check_hostname = False  # the self-signed certificate names `me`, not 127.0.0.1
+    user = f"tina@{DOMAIN}"
+    mail.postern("mailbox", "add", user, "--password-stdin", stdin="tina-password\n")
+    host, port = mail.app.listeners["imap"]
+    c = imaplib.IMAP4(host, port, timeout=30)
+    c.starttls(ssl_context=context)  # verifies the chain against Postern's certificate
+    peer = c.sock.getpeercert(binary_form=True)  # type: ignore[attr-defined]
+    assert ssl.DER_cert_to_PEM_cert(peer).strip() == cert_pem.strip()
+    c.login(user, "tina-password")
+    c.logout()
+    host, port = mail.app.listeners["pop3"]
+    p = poplib.POP3(host, port, timeout=30)
+    p.stls(context=context)
+    p.user(user)
+    p.pass_("tina-password")
+    p.quit()
