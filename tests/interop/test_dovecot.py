@@ -405,6 +405,8 @@ def test_systemd_unit_renders_the_config_then_runs_dovecot_on_it(tmp_path: Path)
     assert lines["ExecStartPre"].startswith("/usr/bin/python3 -m appliance.dovecot --state fhs ")
     assert lines["ExecStart"] == f"/usr/sbin/dovecot -F -c {conf}"
     assert lines["ConditionPathExists"] == "/usr/sbin/dovecot"
+    # systemd makes the config's directory writable under ProtectSystem=strict
+    assert Path("/var/lib") / lines["StateDirectory"] == conf.parent
     assert "postern-init.service" in lines["Requires"]
     target = install.render_unit(install.TARGET, python="/usr/bin/python3")
     wants = re.search(r"^Wants=(.*)$", target, re.M)
