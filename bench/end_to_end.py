@@ -49,6 +49,7 @@ from tests.support import free_port  # noqa: E402
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 DOMAIN = "bench.local"
 USER = f"user@{DOMAIN}"
+SETTLE = 3.0  # seconds between "ready" (and the queue loaded) and the first message
 
 
 def source(port: int, n: int, concurrency: int) -> None:
@@ -135,6 +136,7 @@ def postern(deferred: int = 0) -> Iterator[tuple[int, Path, dict[str, float]]]:
             while client.request("summary")["summary"]["messages"] < deferred:
                 time.sleep(0.05)
             stats["startup"] = time.monotonic() - t0
+            time.sleep(SETTLE)  # same quiet start for every run, big queue or not
             stats["send_rss_kib"] = send_rss_kib(app.daemon_pid("send"))
             yield app.listeners["smtp"][1], app.state.mail / DOMAIN / "user" / "new", stats
             stats["send_rss_kib_after"] = send_rss_kib(app.daemon_pid("send"))
@@ -145,6 +147,7 @@ def postern(deferred: int = 0) -> Iterator[tuple[int, Path, dict[str, float]]]:
 @contextmanager
 def postfix() -> Iterator[tuple[int, Path, dict[str, float]]]:
     with PostfixInstance(free_port(), mailboxes=[USER]) as pf:
+        time.sleep(SETTLE)
         yield pf.port, pf.maildir(USER) / "new", {}
 
 
