@@ -559,7 +559,7 @@ def test_run_with_imap_and_pop3_off_starts_no_dovecot(short_tmp: Path) -> None:
     from appliance.commands import run as run_command
 
     said: list[str] = []
-    off = {name: None for name in run_command.MAILBOX_ACCESS}
+    off: dict[str, run_command.Listener | None] = {n: None for n in run_command.MAILBOX_ACCESS}
     assert run_command.dovecot_spec(StateDir.single(short_tmp), off, log=said.append) is None
     assert said == []
 
