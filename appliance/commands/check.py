@@ -153,8 +153,10 @@ def stale_units(unit_dir: Path) -> list[tuple[str, str]]:
             continue
         python = default_python()
         for line in text.splitlines():
-            if line.startswith("ExecStart="):
-                python = line.removeprefix("ExecStart=").split()[0]
+            key, _, value = line.partition("=")
+            # the interpreter runs `-m module` (postern-dovecot runs it before dovecot)
+            if key in ("ExecStart", "ExecStartPre") and " -m " in value:
+                python = value.split()[0]
                 break
         if text != render_unit(name, python=python):
             out.append((name, "differs from this version's unit (run `postern install`)"))
