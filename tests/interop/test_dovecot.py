@@ -241,6 +241,43 @@ def test_imap_reads_what_smtp_delivered_and_flags_and_deletion_survive(mail: Mai
     assert "F" in by_subject["imap test 2"].get_flags()
 
 
+def test_flags_and_deletions_survive_a_dovecot_restart(mail: Mail) -> None:
+    import signal
+
+    user = f"rita@{DOMAIN}"
+    mail.postern("mailbox", "add", user, "--password-stdin", stdin="rita-password\n")
+    for n in (1, 2):
+        mail.send(user, f"restart {n}")
+        mail.wait_delivered("rita", f"restart {n}")
+    c = mail.imap(user, "rita-password")
+    c.select("INBOX")
+    typ, found = c.search(None, "SUBJECT", '"restart 1"')
+    c.store(found[0].split()[0], "+FLAGS", "(\\Answered \\Seen)")
+    typ, found = c.search(None, "SUBJECT", '"restart 2"')
+    c.store(found[0].split()[0], "+FLAGS", "(\\Deleted)")
+    c.expunge()
+    c.logout()
+
+    pid = mail.app.daemon_pid("dovecot")
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)  # the supervisor starts it again
+    support.wait_for(lambda: mail.app.daemon_pid("dovecot") not in (None, pid), timeout=30,
+                     interval=0.1, what="the supervisor restarting dovecot")
+
+    def reads() -> imaplib.IMAP4 | None:
+        try:
+            return mail.imap(user, "rita-password")
+        except (OSError, imaplib.IMAP4.error):
+            return None
+    c = support.wait_for(reads, timeout=30, interval=0.2, what="IMAP after the restart")
+    assert isinstance(c, imaplib.IMAP4)
+    c.select("INBOX", readonly=True)
+    typ, all_ = c.search(None, "ALL")
+    typ, answered = c.search(None, "ANSWERED SEEN")
+    assert len(all_[0].split()) == 1 and answered[0].split() == all_[0].split()
+    c.logout()
+
+
 def test_pop3_reads_and_deletes(mail: Mail) -> None:
     user = f"pat@{DOMAIN}"
     mail.postern("mailbox", "add", user, "--password-stdin", stdin="pat-password\n")
@@ -278,6 +315,7 @@ def test_password_change_applies_to_imap_pop3_and_smtp_auth(mail: Mail) -> None:
               sender=user)
     mail.wait_delivered("carol", "sent with the old password")
 
+    starts = mail.app.log().count("started dovecot")
     mail.postern("mailbox", "passwd", user, "--password-stdin", stdin="new-secret\n")
     # No Dovecot restart: the old password stops working at once everywhere.
     with pytest.raises(imaplib.IMAP4.error):
@@ -294,7 +332,7 @@ def test_password_change_applies_to_imap_pop3_and_smtp_auth(mail: Mail) -> None:
     mail.send(user, "sent with the new password", via="submission", login=(user, "new-secret"),
               sender=user)
     mail.wait_delivered("carol", "sent with the new password")
-    assert mail.app.log().count("started dovecot") == 1  # never restarted
+    assert mail.app.log().count("started dovecot") == starts  # never restarted
 
 
 def test_disabled_mailbox_can_neither_log_in_nor_receive(mail: Mail) -> None:
