@@ -6,17 +6,21 @@ NAME
 
 DESCRIPTION
     ``render(settings)`` returns the text of a complete, self-contained ``dovecot.conf``
-    (it includes nothing from /etc/dovecot); ``write_config(state, ...)`` writes it to
-    ``<state root>/dovecot/dovecot.conf`` atomically and returns a ``DaemonSpec``-ready argv
-    ``dovecot -F -c <that file>``. ``postern run`` calls it at every start, so the file always
-    matches the command line and the state directory; nobody edits it.
+    (it includes nothing from /etc/dovecot); ``write_config(settings)`` writes it to
+    ``<state root>/dovecot/dovecot.conf`` atomically and ``argv()`` gives
+    ``dovecot -F -c <that file>``. ``postern run`` (appliance/commands/run.py) calls them at
+    every start, and the installed unit postern-dovecot.service runs ``main()``
+    (``python -m appliance.dovecot``) before each start, so the file always matches the
+    command line and the state directory; nobody edits it.
 
     What Dovecot is told:
 
     * passdb ``passwd-file`` on ``control/passwd`` itself: the file the web app's publisher
       writes atomically (temp + rename) and smtpd's AUTH reads (contracts: "passwd"). Dovecot
       re-reads a passwd-file whenever its mtime changes, so a new, disabled (not listed) or
-      re-passworded mailbox takes effect at the next login with no Dovecot restart.
+      re-passworded mailbox takes effect at the next login with no Dovecot restart. Two
+      passdbs on it: the name as typed, then lower-cased (as smtpd compares) carrying the
+      stored name on, so the session's name is the one the Maildir is called by.
     * userdb ``static``: every authenticated user's home and Maildir is
       ``mail/<domain>/<local>/`` (the layout mta/local/maildir.py delivers to), owned by
       ``postern-vmail`` when run as root.
@@ -33,9 +37,10 @@ DESCRIPTION
       (no chroot, no ``mail_uid``).
     * As root: the master stays root (it binds 143/993/110/995 and starts each mail process
       as ``postern-vmail``), logins run as Debian's ``dovenull``, internal services as
-      ``dovecot``, and the auth process as ``postern-smtpd`` — the one user already allowed
-      to read ``control/passwd`` (appliance/permissions.py), so no new reader of the hashes
-      is created.
+      ``dovecot``, and the auth process as ``postern-smtpd`` (with the ``postern`` group)
+      — the one user already allowed to read ``control/passwd`` (appliance/permissions.py),
+      so no new reader of the hashes is created. Dovecot refuses to open mail as uid 0, so
+      when the daemons keep root (local writes root's Maildirs) the caller leaves Dovecot off.
 
 SECURITY
     Every value written into the file comes from the state directory's paths and from
