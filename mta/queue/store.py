@@ -41,7 +41,7 @@ from mta.common.queuedirs import QueueDirs, QueueId, make_id
 log = logging.getLogger("postern.queue.store")
 
 FILE_MODE: Final = 0o640
-FSYNC_THREADS: Final = 128  # side fsyncs in flight at once (two per commit in progress)
+FSYNC_THREADS: Final = 64  # side fsyncs in flight at once (two per commit in progress)
 DEBRIS_AGE: Final = 3600.0  # seconds: a mess file this old with no todo/info is debris
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
