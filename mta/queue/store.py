@@ -124,6 +124,7 @@ class FilesystemStore(QueueStore):
         self._dir_fds: dict[Path, int] = {}
         self._fd_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._inflight: set[str] = set()  # drafts of this process not yet committed/aborted
 
     def fsync_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         """Threads for the fsyncs a commit runs beside its own (never the caller's pool:
@@ -158,6 +159,14 @@ class FilesystemStore(QueueStore):
 
     def new_message(self) -> Draft:
         return _FsDraft(self)
+
+    def track(self, queue_id: str, busy: bool) -> None:
+        """Mark a draft as in flight (or not): the sweep never removes its files."""
+        with self._fd_lock:
+            if busy:
+                self._inflight.add(queue_id)
+            else:
+                self._inflight.discard(queue_id)
 
     def tmp_name(self) -> str:
         return f"{os.getpid()}.{next(self._seq)}"
@@ -196,6 +205,9 @@ class FilesystemStore(QueueStore):
                     log.error("unexpected directory queue/tmp/%s left alone", name)
         now = time.time()
         for qid in list(self.dirs.ids(queuedirs.MESS)):
+            with self._fd_lock:
+                if str(qid) in self._inflight:  # being committed right now (S2 for a moment)
+                    continue
             mess = self.dirs.mess(qid)
             # todo before info: send writes info before it removes todo, so this order
             # cannot miss a message that is moving from one to the other.
@@ -233,6 +245,7 @@ class _FsDraft(Draft):
             self._close()
             self._unlink(self._tmp)
             raise
+        store.track(self.queue_id, True)
         self.size = 0
         self._created: list[Path] = [self._tmp]
         self._committed = False
@@ -271,6 +284,7 @@ class _FsDraft(Draft):
             raise
         self._committed = True
         self._created = []
+        self._store.track(self.queue_id, False)
         return self.queue_id
 
     def _prepare_serial(self, mess: Path, env_tmp: Path, encoded: bytes) -> None:
@@ -333,6 +347,7 @@ class _FsDraft(Draft):
         for path in self._created:
             self._unlink(path)
         self._created = []
+        self._store.track(self.queue_id, False)
 
     def _close(self) -> None:
         if self._fd is not None:

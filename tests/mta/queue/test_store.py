@@ -215,3 +215,31 @@ def test_failure_in_each_step_leaves_nothing(tmp_path: Path, monkeypatch: pytest
         assert store.messages() == [old_id], step
         assert store.tmp_entries() == [], step
     assert store.read_message(old_id) == b"old\r\n"
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_sweep_during_a_commit_spares_it(tmp_path: Path, parallel: bool) -> None:
+    """A sweep that runs while a message sits in mess/ without todo/ (steps 1-4 of the commit,
+    even for a message whose file is old) must not remove it: it is in flight, not debris."""
+    dirs = queuedirs.create(tmp_path / "q")
+    store = FilesystemStore(dirs, parallel_fsync=parallel)
+    draft = store.new_message()
+    draft.write(b"slow client\r\n")
+    reports = []
+    real_fsync_dir = store.fsync_dir
+
+    def sweep_then_fsync(path: Path) -> None:
+        if path.parent.name == "mess" and not reports:
+            mess = dirs.mess(draft.queue_id)
+            os.utime(mess, (0, 0))  # "written" long ago
+            reports.append(store.cleanup(min_age=0, wipe_tmp=False))
+        real_fsync_dir(path)
+
+    store.fsync_dir = sweep_then_fsync  # type: ignore[method-assign]
+    queue_id = draft.commit(envelope())
+    assert reports and reports[0].debris_removed == 0
+    assert store.read_message(queue_id) == b"slow client\r\n"
+    # Once committed or aborted, ids are no longer protected.
+    other = store.new_message()
+    other.abort()
+    assert store._inflight == set()
