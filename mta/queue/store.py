@@ -4,16 +4,22 @@ Used only by the ``queue`` daemon (``mta/queue/server.py``) and by tests; like O
 ``queue_backend.c`` over ``queue_fs.c`` and ``queue_ram.c``. The interface is synchronous
 and blocking: the server calls it from worker threads, never on the event loop.
 
-``FilesystemStore`` writes in exactly this order (docs/internals.md "Writing a message"):
+``FilesystemStore`` writes a message into ``queue/tmp/<pid>.<n>.m`` as it arrives (its
+inode number names it), and commits it in this order (docs/internals.md "Writing a
+message"):
 
-1. the message into ``queue/tmp/<pid>.<n>.m`` (its inode number names it), ``fsync``;
-2. ``rename`` it to ``queue/mess/<N>/<id>``;
-3. the envelope into ``queue/tmp/<id>.e``, ``fsync``;
-4. ``fsync`` the directory ``queue/mess/<N>``;
-5. ``rename`` the envelope to ``queue/todo/<N>/<id>`` — THE commit point;
-6. ``fsync`` the directory ``queue/todo/<N>``; only then is the id returned.
+1. ``rename`` it to ``queue/mess/<N>/<id>``;
+2. write the envelope into ``queue/tmp/<id>.e``;
+3. ``fsync`` the message, the envelope and the directory ``queue/mess/<N>``, all three in
+   flight at once, all three finished before step 4;
+4. ``rename`` the envelope to ``queue/todo/<N>/<id>`` — THE commit point;
+5. ``fsync`` the directory ``queue/todo/<N>``; only then is the id returned.
 
-Any error before step 5 removes every file this message created; an error in step 6 undoes
+With ``parallel_fsync=False`` steps 1-3 are the textbook serial order instead (fsync the
+message, rename it, write and fsync the envelope, fsync ``mess/<N>``); bench/inject.py
+``--serial`` compares the two.
+
+Any error before step 4 removes every file this message created; an error in step 5 undoes
 the commit (the client gets a temporary failure and will try again). A crash leaves files in
 ``tmp/`` (wiped at start) or a ``mess`` file with neither ``todo`` nor ``info`` (debris, swept
 at start and hourly). Trusts its caller; reads nothing from peers.
@@ -271,13 +277,13 @@ class _FsDraft(Draft):
                 self._prepare_parallel(mess, env_tmp, envelope.encode())
             else:
                 self._prepare_serial(mess, env_tmp, envelope.encode())
-            os.rename(env_tmp, todo)                              # 5: committed
+            os.rename(env_tmp, todo)                              # 4: committed
             self._created = [todo, mess]
         except BaseException:
             self.abort()
             raise
         try:
-            self._store.fsync_dir(todo.parent)                    # 6
+            self._store.fsync_dir(todo.parent)                    # 5
         except BaseException:
             log.error("fsync of %s failed; undoing the commit of %s", todo.parent, self.queue_id)
             self.abort()
@@ -288,21 +294,21 @@ class _FsDraft(Draft):
         return self.queue_id
 
     def _prepare_serial(self, mess: Path, env_tmp: Path, encoded: bytes) -> None:
-        """Steps 1-4 one after the other (the order of the module docstring)."""
+        """Steps 1-3 the textbook way, one after the other."""
         assert self._fd is not None
-        os.fsync(self._fd)                                        # 1
+        os.fsync(self._fd)
         self._close()
-        os.rename(self._tmp, mess)                                # 2
+        os.rename(self._tmp, mess)
         self._created = [mess]
-        fd = self._write_envelope(env_tmp, encoded)               # 3
+        fd = self._write_envelope(env_tmp, encoded)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._store.fsync_dir(mess.parent)                        # 4
+        self._store.fsync_dir(mess.parent)
 
     def _prepare_parallel(self, mess: Path, env_tmp: Path, encoded: bytes) -> None:
-        """Steps 1-4 with their three fsyncs in flight at once.
+        """Steps 1-3, with their three fsyncs in flight at once.
 
         The message is renamed into mess/ before its fsync (as qmail-queue links it there
         before writing): until the envelope is in todo/ nothing reads mess/, and a crash
@@ -310,15 +316,15 @@ class _FsDraft(Draft):
         the commit needs; the filesystem can put them into one journal commit.
         """
         assert self._fd is not None
-        os.rename(self._tmp, mess)                                # 2
+        os.rename(self._tmp, mess)                                # 1
         self._created = [mess]
-        fd = self._write_envelope(env_tmp, encoded)               # 3 (write)
+        fd = self._write_envelope(env_tmp, encoded)               # 2
         try:
-            pool = self._store.fsync_pool()
-            message_sync = pool.submit(os.fsync, self._fd)        # 1
-            envelope_sync = pool.submit(os.fsync, fd)             # 3 (fsync)
+            pool = self._store.fsync_pool()                       # 3
+            message_sync = pool.submit(os.fsync, self._fd)
+            envelope_sync = pool.submit(os.fsync, fd)
             try:
-                self._store.fsync_dir(mess.parent)                # 4
+                self._store.fsync_dir(mess.parent)
             finally:
                 errors = [f.exception() for f in (message_sync, envelope_sync)]
             for error in errors:
