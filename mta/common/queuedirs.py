@@ -42,7 +42,9 @@ TMP: Final = "tmp"
 MESS: Final = "mess"
 TODO: Final = "todo"
 INFO: Final = "info"
-SPLIT_KINDS: Final = (MESS, TODO, INFO)  # SEND may add its own kinds here (additive edit)
+# SEND may add its own kinds here (additive edit). clean removes a finished message's files
+# in this order, so INFO must stay last: while it exists, send still knows the message.
+SPLIT_KINDS: Final = (MESS, TODO, INFO)
 
 # 8 hex digits of seconds (good until 2106), 5 of microseconds (< 0xF4240), 1..16 of inode.
 _ID = re.compile(r"([0-9A-F]{8})([0-9A-F]{5})(0|[1-9A-F][0-9A-F]{0,15})")
