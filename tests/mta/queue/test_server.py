@@ -312,3 +312,35 @@ def test_full_disk_is_a_temporary_failure_and_loses_nothing(tmp_path: Path) -> N
     finally:
         daemon.kill()
         subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+
+
+def test_silent_client_times_out_in_process(tmp_path: Path) -> None:
+    """The read timeout (1,200 s in the daemon) answers Z 4.4.2 and keeps nothing; run
+    in-process with a short timeout and the memory store, which must behave the same."""
+    from mta.queue.server import QueueServer, bind
+    from mta.queue.store import MemoryStore
+
+    store = MemoryStore()
+    server = QueueServer(store=store, privileged_uids=frozenset({os.getuid()}), read_timeout=0.2)
+    path = tmp_path / "queue.sock"
+
+    async def scenario() -> tuple[bytes, bytes, str]:
+        listener = await server.serve(bind(path))
+        reader, writer = await asyncio.open_unix_connection(str(path))
+        writer.write(envelope_frames() + encode(b"M", b"half a message"))
+        await writer.drain()
+        header = await reader.readexactly(5)
+        text = await reader.read()
+        writer.close()
+        good = await AsyncInjection.open(path, origin="network")
+        await good.begin(b"", [b"a@b.example"])
+        await good.write(b"whole")
+        queue_id = await good.commit()
+        listener.close()
+        return header, text, queue_id
+
+    header, text, queue_id = asyncio.run(scenario())
+    server.shutdown()
+    assert header[:1] == b"Z" and text == b"4.4.2 timed out waiting for the client"
+    assert store.committed() == [queue_id] and store.tmp_entries() == []
+    assert store.read_message(queue_id) == b"whole\r\n"
