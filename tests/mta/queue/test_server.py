@@ -16,7 +16,7 @@ import pytest
 from mta.common import ipc
 from mta.common.envelope import decode
 from mta.common.frames import HEADER, encode, recv_frame
-from mta.queue.client import AsyncInjection, QueuePermanentError, inject
+from mta.queue.client import AsyncInjection, QueueError, inject
 from tests import support
 from tests.mta.queue.conftest import QueueDaemon, make_daemon
 
@@ -200,7 +200,6 @@ def test_other_users_may_only_inject_local(queue_daemon: QueueDaemon) -> None:
 
     def attempt(origin: str):  # type: ignore[no-untyped-def]
         def fn() -> str:
-            from mta.queue.client import QueueError
             try:
                 return inject(queue_daemon.socket, b"", [b"a@b.example"], b"x", origin=origin)
             except QueueError as e:
