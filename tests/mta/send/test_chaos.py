@@ -160,6 +160,7 @@ def test_disk_full_is_4xx_at_the_door_and_nothing_is_lost(tmp_path: Path) -> Non
                         f"size=24m,mode={st.st_mode & 0o7777:o},uid={st.st_uid},gid={st.st_gid}",
                         "tmpfs", str(queue)], check=True)
         mounted = True
+        init(root, "--no-web")  # again: the queue layout, owners and modes inside the tmpfs
         # base is world-traversable, so the harness runs base/var as initialised above
         with running_appliance(base, submission=False, web=False) as app:
             mail = app.state.mail
@@ -217,8 +218,12 @@ def test_disk_full_is_4xx_at_the_door_and_nothing_is_lost(tmp_path: Path) -> Non
                     for msg in mailbox.Maildir(box, create=False):
                         got[int((msg["Subject"] or "full 0").split()[1])] += 1
                 return got
-            wait_for(lambda: all(subjects()[n] for n in accepted), timeout=60, interval=0.5,
-                     what="every accepted message delivered")
+            try:
+                wait_for(lambda: all(subjects()[n] for n in accepted), timeout=60,
+                         interval=0.5, what="every accepted message delivered")
+            except AssertionError:
+                missing = [n for n in accepted if not subjects()[n]]
+                raise AssertionError(f"not delivered: {missing}\n" + app.log()[-6000:])
             assert full_refusals > 0, "the disk never looked full at the door"
     finally:
         if mounted:
