@@ -395,7 +395,10 @@ class SendService:
         bouncefrom, bouncehost = self.settings.bounce_from()
         dsn = bounce.build_dsn(info, failed, original, plan_=plan, bouncefrom=bouncefrom,
                                bouncehost=bouncehost, now=self.clock(), whole_original=whole)
-        params: list[bytes] = [bounce.DOUBLE_PARAM.encode()] if plan.kind == "double" else []
+        # The DSN carries the original, which may be 8-bit (RFC 6152).
+        params: list[bytes] = [b"BODY=8BITMIME"]
+        if plan.kind == "double":
+            params.append(bounce.DOUBLE_PARAM.encode())
         rcpt = plan.recipient.encode()
         if any(b > 0x7F for b in rcpt):
             params.append(b"SMTPUTF8")
