@@ -197,7 +197,6 @@ class SendService:
             return None
         try:
             env = Envelope.decode(todo.read_bytes())
-            size = os.stat(self.queue.mess(qid)).st_size
         except FileNotFoundError:
             return None  # removed under us (clean), nothing to do
         except (OSError, ValueError) as exc:
@@ -205,9 +204,22 @@ class SendService:
                 log.error("todo entry %s is unusable and stays for an admin: %s", text, exc)
                 self._bad_todo.add(text)
             return None
-        # Not written yet: the todo entry stays the durable record until the first pass
-        # leaves something to remember (settle()); a message delivered in one pass never
-        # costs send a write.
+        try:
+            size = os.stat(self.queue.mess(qid)).st_size
+        except FileNotFoundError:
+            # clean is removing it right now, or a crash lost send's unlink of a finished
+            # message's todo entry: nothing to deliver either way.
+            if text not in self._bad_todo:
+                log.info("todo entry %s has no message file; skipped", text)
+                self._bad_todo.add(text)
+            return None
+        except OSError as exc:
+            if text not in self._bad_todo:
+                log.error("todo entry %s is unusable and stays for an admin: %s", text, exc)
+                self._bad_todo.add(text)
+            return None
+        # Not written yet: the todo entry stays the durable record until the first result
+        # is saved (save()), one fsync'ed write per message fewer than writing it here.
         return route_envelope(text, env, size, self.book.get())
 
     @staticmethod
