@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mta.common.results import Outcome, Result
 from mta.send import info as infofile
 from mta.send.info import MessageInfo, Rcpt
@@ -145,3 +148,55 @@ def test_one_heap_entry_per_message_however_often_it_is_retried() -> None:
                 s.apply(job, [TEMP] * len(job.indexes))
         now = s.next_due() or now
     assert s.heap_size <= 3
+
+OUTCOMES = st.sampled_from([OK, TEMP, PERM, None])  # None: the worker was unreachable
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5), st.sampled_from(["local", "remote"])),
+                min_size=1, max_size=4),
+       st.lists(st.tuples(st.integers(0, 2000), st.lists(OUTCOMES, min_size=1, max_size=8)),
+                max_size=25),
+       st.integers(0, 5000))
+def test_invariants_under_any_sequence(shape: list[tuple[int, str]],
+                                       steps: list[tuple[int, list[Result | None]]],
+                                       lifetime: int) -> None:
+    """Whatever happens: no recipient is in two jobs at once, a final recipient is never
+    handed out again, and attempts count exactly the results applied."""
+    s = Scheduler(lifetime=lifetime)
+    infos = []
+    for m, (n, route) in enumerate(shape):
+        rc = [Rcpt(f"r{i}@d{i % 2}.example", f"r{i}@d{i % 2}.example", route) for i in range(n)]
+        info = MessageInfo(f"6565A1B2{m:05X}1F", T0, "s@x", "network", 1, [], rc)
+        infos.append(info)
+        s.add(info)
+    applied: dict[tuple[str, int], int] = {}
+    now = T0
+    for advance, outcomes in steps:
+        now += advance
+        s.collect(now)
+        out: list[Job] = []
+        for route in ("local", "remote"):
+            out += jobs(s, route)
+        seen: set[tuple[str, int]] = set()
+        for job in out:
+            info = s.messages[job.id]
+            for i in job.indexes:
+                assert (job.id, i) not in seen
+                seen.add((job.id, i))
+                assert info.rcpts[i].state == "pending"
+                assert info.rcpts[i].next <= now
+        for k, job in enumerate(out):
+            outcome = outcomes[k % len(outcomes)]
+            if outcome is None:
+                s.unavailable(job, now)
+                continue
+            s.apply(job, [outcome] * len(job.indexes))
+            for i in job.indexes:
+                applied[(job.id, i)] = applied.get((job.id, i), 0) + 1
+        assert not s.inflight
+    for info in infos:
+        for i, r in enumerate(info.rcpts):
+            assert r.attempts == applied.get((info.id, i), 0)
+            if r.state == "pending":
+                assert r.next > T0 or r.attempts == 0
