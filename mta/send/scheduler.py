@@ -13,11 +13,12 @@ The heap holds (due time, message id) entries lazily: a stale entry is skipped w
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from mta.common.results import Outcome, Result
 from mta.send.info import MessageInfo
@@ -51,15 +52,24 @@ class Scheduler:
         self.inflight: dict[str, set[int]] = {}  # only messages with a job out (memory)
         self._heap: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}  # the one live heap entry per message
+        # (birth, id) of every message, sorted: status.sock pages without sorting the queue
+        self.order: list[tuple[int, str]] = []
+        self.summary_cache: tuple[float, dict[str, Any]] | None = None  # status.py's
         self.ready: dict[str, deque[Job]] = {r: deque() for r in ROUTES}
 
     # --- membership ---------------------------------------------------------------------
     def add(self, info: MessageInfo) -> None:
+        if info.id not in self.messages:
+            bisect.insort(self.order, (info.birth, info.id))
         self.messages[info.id] = info
         self._reschedule(info)
 
     def remove(self, queue_id: str) -> None:
-        self.messages.pop(queue_id, None)
+        info = self.messages.pop(queue_id, None)
+        if info is not None:
+            i = bisect.bisect_left(self.order, (info.birth, queue_id))
+            if i < len(self.order) and self.order[i] == (info.birth, queue_id):
+                del self.order[i]
         self.inflight.pop(queue_id, None)
         self._scheduled.pop(queue_id, None)
 

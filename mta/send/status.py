@@ -27,6 +27,8 @@ from mta.send.scheduler import Scheduler
 MAX_LIMIT: Final = 1000
 DEFAULT_LIMIT: Final = 100
 HEADER_READ: Final = 64 * 1024
+SUMMARY_TTL: Final = 1.0  # seconds a computed summary is served again (big queues)
+SUMMARY_EXACT_BELOW: Final = 10_000  # messages: smaller queues get an exact summary each time
 SHOWN_HEADERS: Final = ("subject", "from", "date", "message-id")
 MESSAGE_STATES: Final = ("active", "queued", "deferred", "bouncing", "done")
 
@@ -117,7 +119,7 @@ def answer(sched: Scheduler, request: bytes, *, mess_path: Callable[[str], os.Pa
     now = time.time() if now is None else now
     verb = req["verb"]
     if verb == "summary":
-        return summary(sched, now)
+        return cached_summary(sched, now)
     if verb == "list":
         return listing(sched, req, now)
     if verb == "message":
@@ -136,6 +138,20 @@ def answer(sched: Scheduler, request: bytes, *, mess_path: Callable[[str], os.Pa
                     "recipients": [_rcpt(r, full=True) for r in info.rcpts]})
         return {"message": out}
     raise StatusRequestError(f"unknown verb {verb[:40]!r}")
+
+
+def cached_summary(sched: Scheduler, now: float) -> dict[str, Any]:
+    """The summary walks the whole queue. With a big queue (over ``SUMMARY_EXACT_BELOW``
+    messages) a summary computed less than ``SUMMARY_TTL`` seconds ago is served again, so
+    its cost does not grow with the number of viewers; a smaller queue is always exact."""
+    mono = time.monotonic()
+    cached = sched.summary_cache
+    if cached is not None and len(sched.messages) >= SUMMARY_EXACT_BELOW \
+            and mono - cached[0] < SUMMARY_TTL:
+        return cached[1]
+    answer = summary(sched, now)
+    sched.summary_cache = (mono, answer)
+    return answer
 
 
 def summary(sched: Scheduler, now: float) -> dict[str, Any]:
@@ -167,8 +183,14 @@ def listing(sched: Scheduler, req: dict[str, Any], now: float) -> dict[str, Any]
     domain = _str_field(req, "domain")
     offset = _int_field(req, "offset", 0, 10**9)
     limit = _int_field(req, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+    if state is None and sender is None and recipient is None and domain is None:
+        # the common page: O(limit), whatever the queue's size
+        page = [sched.messages[qid] for _, qid in sched.order[offset:offset + limit]]
+        return {"total": len(sched.order), "offset": offset, "limit": limit,
+                "messages": [_summary_of(sched, i, now) for i in page]}
     matched: list[MessageInfo] = []
-    for info in sched.messages.values():
+    for _, qid in sched.order:  # oldest first already
+        info = sched.messages[qid]
         if state is not None and message_state(sched, info) != state:
             continue
         if sender is not None and sender not in info.sender.lower():
@@ -179,7 +201,6 @@ def listing(sched: Scheduler, req: dict[str, Any], now: float) -> dict[str, Any]
         if domain is not None and not any(r.domain.lower() == domain for r in info.rcpts):
             continue
         matched.append(info)
-    matched.sort(key=lambda i: (i.birth, i.id))
     page = matched[offset:offset + limit]
     return {"total": len(matched), "offset": offset, "limit": limit,
             "messages": [_summary_of(sched, i, now) for i in page]}

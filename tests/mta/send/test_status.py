@@ -9,7 +9,8 @@ import pytest
 
 from mta.send.info import MessageInfo, Rcpt
 from mta.send.scheduler import Scheduler
-from mta.send.status import StatusProtocolError, StatusRequestError, answer
+from mta.send.status import (SUMMARY_EXACT_BELOW, StatusProtocolError, StatusRequestError,
+                             answer)
 
 T0 = 1_700_000_000
 
@@ -82,3 +83,36 @@ def test_refused_requests(sched: Scheduler, tmp_path: Path, req: dict) -> None: 
 def test_malformed_requests_close(sched: Scheduler, tmp_path: Path, raw: bytes) -> None:
     with pytest.raises(StatusProtocolError):
         answer(sched, raw, mess_path=lambda q: tmp_path / q)
+
+
+def test_pages_follow_birth_order_through_inserts_and_removals(tmp_path: Path) -> None:
+    s = Scheduler(lifetime=604800)
+    births = [50, 10, 30, 20, 40, 10]
+    qids = [f"6565A1B2{i:05X}2F" for i in range(len(births))]
+    for qid, b in zip(qids, births):
+        s.add(MessageInfo(qid, T0 + b, "a@x", "network", 1, [], [Rcpt("r@y", "r@y", "remote")]))
+    s.remove(qids[2])
+    s.remove("6565A1B2000FF2F")  # not there: nothing happens
+    got = ask(s, tmp_path, verb="list", limit=3)
+    assert got["total"] == 5
+    assert [m["id"] for m in got["messages"]] == [qids[1], qids[5], qids[3]]
+    rest = ask(s, tmp_path, verb="list", offset=3)
+    assert [m["id"] for m in rest["messages"]] == [qids[4], qids[0]]
+    filtered = ask(s, tmp_path, verb="list", domain="y")
+    assert [m["id"] for m in filtered["messages"]] == [qids[i] for i in (1, 5, 3, 4, 0)]
+
+
+def test_summary_of_a_big_queue_is_computed_at_most_once_a_second(tmp_path: Path) -> None:
+    s = Scheduler(lifetime=604800)
+    big = SUMMARY_EXACT_BELOW + 1
+    for i in range(big):
+        s.add(MessageInfo(f"6565A1B2{i % 100000:05X}{i + 1:X}", T0, "a@x", "network", 1, [],
+                          [Rcpt("r@y", "r@y", "remote")]))
+    first = ask(s, tmp_path, verb="summary")["summary"]
+    s.remove(next(iter(s.messages)))
+    again = ask(s, tmp_path, verb="summary")["summary"]
+    assert again["messages"] == first["messages"] == big  # served again within the second
+    s.summary_cache = None
+    assert ask(s, tmp_path, verb="summary")["summary"]["messages"] == big - 1
+    s.remove(next(iter(s.messages)))  # now under the threshold: always exact
+    assert ask(s, tmp_path, verb="summary")["summary"]["messages"] == big - 2
