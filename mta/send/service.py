@@ -47,6 +47,7 @@ RESCAN: Final = 30.0           # seconds between todo scans without a trigger
 RETRY_SIDE_TASK: Final = 30.0  # seconds before retrying a bounce injection
 RETRY_CLEAN: Final = 2.0       # seconds before asking clean again
 PREPROCESS_PARALLEL: Final = 16
+WORKER_BACKOFF: Final = 1.0    # seconds a slot rests after its worker socket failed
 MAX_INFO: Final = 64 * 1024 * 1024  # bytes: 10,000 recipients with long texts fit
 CLEAN_BATCH: Final = 256       # clean requests written before reading their answers
 INFO_MODE: Final = 0o640
@@ -340,6 +341,9 @@ class SendService:
                 log.warning("%s delivery is unavailable (%s); jobs wait", job.route, exc)
             if not done:
                 self.wake()
+                # this slot waits before its next job: with the worker down, a big queue
+                # must not turn into a busy loop of failing connects
+                await asyncio.sleep(WORKER_BACKOFF)
                 return conn
             job = Job(job.id, job.route, job.indexes[:done], job.pass_start)
         for ev in self.sched.apply(job, results):
