@@ -80,6 +80,15 @@ def privileged_uids(separated: bool) -> frozenset[int]:
     return frozenset(uids)
 
 
+def runs_as_own_user() -> bool:
+    """Started as postern-queue outright (a systemd unit's ``User=``), not dropped to it:
+    privilege-separated all the same, so smtpd's and send's users keep their origins."""
+    try:
+        return os.getuid() == pwd.getpwnam(ipc.DAEMON_USERS[ipc.Daemon.QUEUE]).pw_uid
+    except KeyError:
+        return False
+
+
 def take_lock(path: str | os.PathLike[str]) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     deadline = time.monotonic() + LOCK_WAIT
@@ -135,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if report.tmp_removed or report.debris_removed:
         log.warning("start-up cleanup: %d files wiped from tmp, %d debris messages removed",
                     report.tmp_removed, report.debris_removed)
-    server = QueueServer(store=store, privileged_uids=privileged_uids(bool(args.user)),
+    server = QueueServer(store=store,
+                         privileged_uids=privileged_uids(bool(args.user) or runs_as_own_user()),
                          databytes=databytes_control(state.control_file("databytes")),
                          trigger=state.trigger)
     try:
