@@ -229,7 +229,8 @@ class Supervisor:
             # master keeps root): the child becomes the user before exec.
             entry = pwd.getpwnam(d.spec.user)
             ids = {"user": entry.pw_uid, "group": entry.pw_gid,
-                   "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid)}
+                   "extra_groups": os.getgrouplist(entry.pw_name, entry.pw_gid),
+                   "umask": 0o027}  # as the units' UMask=: nothing they write is world-readable
             env["HOME"] = entry.pw_dir if os.path.isdir(entry.pw_dir) else "/"
             env["USER"] = env["LOGNAME"] = entry.pw_name
         try:
