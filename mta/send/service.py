@@ -265,6 +265,7 @@ class SendService:
         path = self.state.trigger
         try:
             os.mkfifo(path, 0o660)
+            os.chmod(path, 0o660)  # the umask took group write; queue (group) pokes it
         except FileExistsError:
             pass
         rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
