@@ -23,10 +23,13 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = FILE_MODE) -> None:
+def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = FILE_MODE, *,
+                 owner: int = -1, group: int = -1) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new file, never half.
 
     Writes ``.<name>.<random>.tmp`` beside it, fsyncs, renames over, fsyncs the directory.
+    ``owner``/``group`` (-1: unchanged) are set on the temp file before the rename, so the
+    file never appears with the wrong ones (a group needs membership, an owner needs root).
     """
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
@@ -37,6 +40,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, mode: int = FILE_MOD
             while view:
                 written = os.write(fd, view)
                 view = view[written:]
+            if owner != -1 or group != -1:
+                os.fchown(fd, owner, group)
             os.fchmod(fd, mode)
             os.fsync(fd)
         finally:

@@ -14,6 +14,7 @@ from webui.control.models import ControlSetting
 from webui.domains.models import Domain
 from webui.mailboxes.models import Mailbox
 from webui.publish.models import ConfigVersion, Generation
+from webui.publish import publisher
 from webui.publish.publisher import publish
 from webui.publish.tasks import publish_control_files, publish_if_stale
 from webui.relay.models import RelayNetwork, Smarthost
@@ -46,7 +47,14 @@ def test_publish_writes_every_file_and_the_generation_last(control_dir: Path) ->
     accounts = passwd.parse((control_dir / "passwd").read_bytes())
     assert accounts is not None
     assert passwd.verify((control_dir / "passwd").read_text().split(":")[1], "s3cret-pass")
-    assert oct((control_dir / "relayauth").stat().st_mode & 0o777) == "0o600"
+    # relayauth: only remote may read it; privilege-separated (its group exists and we may
+    # give files to it), through remote's group, else nobody but us (issue 7).
+    relayauth = (control_dir / "relayauth").stat()
+    remote_gid = publisher._ownership(control_dir, "relayauth")[1]
+    if remote_gid == -1:
+        assert oct(relayauth.st_mode & 0o777) == "0o600"
+    else:
+        assert (oct(relayauth.st_mode & 0o777), relayauth.st_gid) == ("0o640", remote_gid)
     book = addressbook.parse_mailboxes((control_dir / "mailboxes").read_bytes())
     assert [(m.address, m.quota) for m in book] == [("alice@example.org", 1000)]
     rules = tcprules.parse((control_dir / "tcp.smtp").read_bytes())

@@ -13,6 +13,7 @@ changes something). Writes ``control/`` (the worker user owns it); one publish a
 from __future__ import annotations
 
 import fcntl
+import grp
 import hashlib
 import logging
 import os
@@ -25,6 +26,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from mta.common import ipc
 from mta.util.atomic import fsync_dir, write_atomic
 from webui.publish.models import Generation
 from webui.publish.render import GENERATION_FILE, RenderError, render_all, render_generation
@@ -35,12 +37,35 @@ log = logging.getLogger("postern.publish")
 LOCK_NAME = ".publish.lock"
 # relayauth: readable by remote only (contracts); passwd: smtpd and Dovecot read it.
 FILE_MODES = {"relayauth": 0o600, "passwd": 0o640}
+# Privilege-separated (the groups exist, docs/internals.md "Permissions"): each secret goes
+# to its one reader's group, mode 0640; otherwise (one user runs everything) FILE_MODES.
+SECRET_READERS = {"relayauth": ipc.DAEMON_USERS[ipc.Daemon.REMOTE],
+                  "passwd": ipc.DAEMON_USERS[ipc.Daemon.SMTPD]}
+
+
+def _ownership(control: Path, name: str) -> tuple[int, int, int]:
+    """(owner, group, mode) for a published file. Run as root (an admin at the CLI), files go
+    to control/'s owner, so the worker can replace them later; -1 leaves an id as it is."""
+    mode = FILE_MODES.get(name, 0o644)
+    owner = os.stat(control).st_uid if os.geteuid() == 0 else -1
+    group = -1
+    reader = SECRET_READERS.get(name)
+    if reader is not None:
+        try:
+            gid = grp.getgrnam(reader).gr_gid
+        except KeyError:
+            gid = -1
+        if gid != -1 and (os.geteuid() == 0 or gid in os.getgroups()):
+            group, mode = gid, 0o640
+    return owner, group, mode
 
 
 @contextmanager
 def _locked(control: Path) -> Iterator[None]:
     control.mkdir(parents=True, exist_ok=True)
     fd = os.open(control / LOCK_NAME, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    if os.geteuid() == 0:  # the worker must be able to take it after an admin ran the CLI
+        os.fchown(fd, os.stat(control).st_uid, -1)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -121,13 +146,15 @@ def _files_match(control: Path, files: dict[str, bytes]) -> bool:
 def _write(control: Path, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         target = control / name
-        mode = FILE_MODES.get(name, 0o644)
+        owner, group, mode = _ownership(control, name)
         try:
-            if target.read_bytes() == data and (target.stat().st_mode & 0o777) == mode:
+            st = target.stat()
+            if target.read_bytes() == data and (st.st_mode & 0o777) == mode and \
+                    owner in (-1, st.st_uid) and group in (-1, st.st_gid):
                 continue  # unchanged: do not make every daemon reload
         except OSError:
             pass
-        write_atomic(target, data, mode=mode)
+        write_atomic(target, data, mode=mode, owner=owner, group=group)
     # A setting reset to its default: remove its file so the daemons use qmail's default.
     removed = False
     for name in _managed_setting_names() - set(files):
