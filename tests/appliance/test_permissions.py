@@ -49,7 +49,7 @@ def test_table_names_only_known_users_and_groups() -> None:
     ("mail", ("example.org", "bob", "new", "1.2.host"), Kind.FILE, users.VMAIL, 0o600),
     ("control", ("passwd",), Kind.FILE, users.ADMIN, 0o640),
     ("control", ("me",), Kind.FILE, users.ADMIN, 0o644),
-    ("run", ("celerybeat-schedule.db",), Kind.FILE, users.ADMIN, 0o640),
+    ("run", ("celerybeat-schedule.db",), Kind.FILE, users.ADMIN, 0o660),
 ])
 def test_rows_match_the_paths_they_govern(part: str, rel: tuple[str, ...], kind: Kind,
                                            owner: str, mode: int) -> None:

@@ -173,6 +173,36 @@ def test_the_state_directory_matches_the_table(app: Appliance) -> None:
     assert [str(p) for p in permissions.audit(app.state, IdMap.system())] == []
 
 
+def test_the_web_app_and_celery_run_as_their_users_too(tmp_path: Path) -> None:
+    """web (gunicorn master and workers), worker and beat: started as their users outright."""
+    support.require_root("privilege separation")
+    base = Path(tempfile.mkdtemp(prefix="postern-privsep-web-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    why = permissions.unreachable(StateDir.single(base / "var"))
+    if why is not None:
+        shutil.rmtree(base)
+        pytest.skip(why)
+    try:
+        with running_appliance(base, smtp=False, submission=False) as running:
+            for daemon, user in (("web", users.WEB), ("worker", users.ADMIN),
+                                 ("beat", users.ADMIN)):
+                pid = running.daemon_pid(daemon)
+                assert pid is not None, running.log()
+                entry = pwd.getpwnam(user)
+                family = [pid, *_descendants(pid)]
+                for member in family:
+                    uids, gids, groups = status_ids(member)
+                    assert uids == [entry.pw_uid] * 4, (daemon, member)
+                    assert gids == [entry.pw_gid] * 4, (daemon, member)
+                    assert groups == set(os.getgrouplist(user, entry.pw_gid)), (daemon, member)
+            # what web, worker and beat write (beat's schedule, the broker) follows the table
+            support.wait_for(lambda: list(running.state.run.glob("celerybeat-schedule*")),
+                             timeout=60, what="beat's schedule file")
+            assert [str(p) for p in permissions.audit(running.state, IdMap.system())] == []
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def _descendants(pid: int) -> list[int]:
     out: list[int] = []
     try:
@@ -311,3 +341,114 @@ def test_users_are_created_once_and_stale_memberships_removed() -> None:
     subprocess.run(["usermod", "--append", "--groups", users.QUEUE, users.VMAIL], check=True)
     assert users.ensure_system_users() == [f"{users.VMAIL} no longer in group {users.QUEUE}"]
     assert users.VMAIL not in IdMap.system().members[users.QUEUE]
+
+
+def test_the_publisher_gives_each_secret_to_its_reader(app: Appliance) -> None:
+    """webui's publisher, run as the worker's user (and as root, as an admin at the CLI):
+    passwd goes to smtpd's group, relayauth to remote's, both 0640, owned by the worker."""
+    control = app.state.control
+    script = ("import os, sys, django; from pathlib import Path; "
+              "os.environ['DJANGO_SETTINGS_MODULE'] = 'webui.settings.test'; django.setup(); "
+              "from webui.publish.publisher import _locked, _ownership; "
+              "from mta.util.atomic import write_atomic; c = Path(sys.argv[1]); "
+              "files = {'passwd': b'bob@x:{PLAIN}pw::::::\\n', "
+              "'relayauth': b'smarthost.example user secret\\n', 'me': b'" + ME + "\\n'}\n"
+              "with _locked(c):\n"
+              "    for n, d in files.items():\n"
+              "        o, g, m = _ownership(c, n); write_atomic(c / n, d, mode=m, owner=o, group=g)")
+    admin = users.account(users.ADMIN)
+    for who in ("worker", "root"):
+        ids = {} if who == "root" else {"user": admin.name, "group": admin.name,
+                                        "extra_groups": list(admin.groups)}
+        done = subprocess.run([sys.executable, "-c", script, str(control)], capture_output=True,
+                              text=True, cwd="/", timeout=120, **ids)  # type: ignore[call-overload]
+        assert done.returncode == 0, done.stderr
+        for name, reader in (("passwd", users.SMTPD), ("relayauth", users.REMOTE)):
+            st = os.stat(control / name)
+            assert (pwd.getpwuid(st.st_uid).pw_name, st.st_mode & 0o777) == (users.ADMIN, 0o640)
+            assert allowed(reader, read(control / name)), (who, name)
+            for account in users.ACCOUNTS:
+                if account.name not in (reader, users.ADMIN):
+                    assert denied(account.name, read(control / name)), (who, name, account)
+        assert os.stat(control / ".publish.lock").st_uid == pwd.getpwnam(users.ADMIN).pw_uid
+    assert [str(p) for p in permissions.audit(app.state, IdMap.system())
+            if p.path.parent == control] == []
+
+
+# --- the systemd way: each daemon started as its user outright (User=), no --user -----------
+
+def test_daemons_started_as_their_users_without_root_deliver_mail(tmp_path: Path) -> None:
+    """What the units do: no daemon ever has root, none is given --user. smtpd's mail
+    (origin=network) must still be accepted by queue, and delivered; nobody may claim it."""
+    import smtplib
+
+    from mta.queue.client import QueuePermanentError
+
+    support.require_root("starts daemons as the system users")
+    base = Path(tempfile.mkdtemp(prefix="postern-units-", dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    state = StateDir.single(base / "var")
+    why = permissions.unreachable(state)
+    if why is not None:
+        shutil.rmtree(base)
+        pytest.skip(why)
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        init(state.root, "--no-web", "--me", ME)
+        (state.control / "mailboxes").write_text(f"{MAILBOX}\n")
+        permissions.secure(state)
+        port = support.free_port()
+        order = [("queue", ipc.QUEUE_SOCKET, []), ("clean", ipc.CLEAN_SOCKET, []),
+                 ("local", ipc.LOCAL_SOCKET, []), ("remote", ipc.REMOTE_SOCKET, []),
+                 ("send", ipc.STATUS_SOCKET, []),
+                 ("smtpd", None, ["--smtp", f"127.0.0.1:{port}"])]
+        for name, sock, extra in order:
+            account = users.account(ipc.DAEMON_USERS[ipc.Daemon(name)])
+            log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", f"mta.{name}", "--state", str(state.root), *extra],
+                user=account.name, group=account.name, extra_groups=list(account.groups),
+                umask=0o027, stdout=log, stderr=log, cwd="/"))
+            if sock is not None:
+                support.wait_for((state.run / sock).exists, timeout=30, what=f"{name}'s socket")
+        support.wait_for(lambda: _accepts(port), timeout=30, what="smtpd")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as smtp:
+            smtp.sendmail("someone@elsewhere.example", [MAILBOX],
+                          b"Subject: units\r\n\r\nno root anywhere\r\n")
+        box = state.mail / ME / "bob" / "new"
+        support.wait_for(lambda: box.is_dir() and any(
+            b"no root anywhere" in (box / n).read_bytes() for n in os.listdir(box)),
+            timeout=60, what="delivery without any root daemon")
+        refused = as_user(NOBODY, lambda: _claim_network(state))
+        assert isinstance(refused, QueuePermanentError), refused
+    except BaseException:
+        for log_file in sorted(tmp_path.glob("*.log")):
+            print(log_file.name, log_file.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _accepts(port: int) -> bool:
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _claim_network(state: StateDir) -> object:
+    try:
+        return inject(state.queue_socket, b"", [MAILBOX.encode()], b"Subject: x\r\n\r\nx\r\n",
+                      origin="network")
+    except Exception as exc:  # noqa: BLE001 - the test looks at the type
+        return exc
