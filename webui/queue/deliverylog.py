@@ -7,6 +7,7 @@ are shown escaped by the templates.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -56,9 +57,17 @@ def _files(log_dir: Path) -> list[Path]:
     return [base] + [base.with_name(f"{LOG_NAME}.{n}") for n in range(1, KEEP + 1)]
 
 
+class LogUnreadable(Exception):
+    """log/ exists but this process may not read it; ``str()`` says which file and why."""
+
+
 def _records(path: Path) -> Iterator[dict[str, Any]]:
     try:
         f = path.open("rb")
+    except FileNotFoundError:
+        return
+    except PermissionError as exc:
+        raise LogUnreadable(f"this process (uid {os.getuid()}) may not read {path}") from exc
     except OSError:
         return
     with f:

@@ -12,13 +12,16 @@ def sample_queue_summary() -> bool:
     from django.conf import settings
 
     from webui.queue import status
-    from webui.queue.deliverylog import LogQuery, search
+    from webui.queue.deliverylog import LogQuery, LogUnreadable, search
     from webui.queue.models import QueueSample
 
     last = QueueSample.objects.order_by("-at").first()
     since = last.at.timestamp() if last else None
-    delivered = len(search(settings.POSTERN_LOG_DIR, LogQuery(event="delivered", since=since),
-                           limit=1_000_000)) if since else 0
+    try:
+        delivered = len(search(settings.POSTERN_LOG_DIR, LogQuery(event="delivered", since=since),
+                               limit=1_000_000)) if since else 0
+    except LogUnreadable:
+        delivered = 0
     try:
         s = status.summary()
     except status.SendDown:

@@ -119,16 +119,21 @@ class LogFilter(forms.Form):
 def log_view(request: HttpRequest) -> HttpResponse:
     from django.conf import settings
 
-    from webui.queue.deliverylog import LogQuery, search
+    from webui.queue.deliverylog import LogQuery, LogUnreadable, search
 
     _superadmin(request)
     form = LogFilter(request.GET or None)
     events: list[dict[str, Any]] = []
+    unreadable = ""
     if form.is_valid() or not request.GET:
         d = form.cleaned_data if request.GET else {}
         q = LogQuery(sender=d.get("sender") or "", recipient=d.get("recipient") or "",
                      queue_id=d.get("queue_id") or "", event=d.get("event") or "",
                      since=d["since"].timestamp() if d.get("since") else None,
                      until=d["until"].timestamp() if d.get("until") else None)
-        events = search(settings.POSTERN_LOG_DIR, q)
-    return render(request, "queue/log.html", {"form": form, "events": events})
+        try:
+            events = search(settings.POSTERN_LOG_DIR, q)
+        except LogUnreadable as exc:
+            unreadable = str(exc)
+    return render(request, "queue/log.html", {"form": form, "events": events,
+                                              "unreadable": unreadable})

@@ -7,6 +7,8 @@ Read by the web process, the Celery worker/beat and the ``postern`` CLI when
 
 from __future__ import annotations
 
+import os
+
 from .base import *  # noqa: F403
 from .base import STATE, secret_key_from_state
 
@@ -21,16 +23,25 @@ DATABASES = {
     }
 }
 
+# The web (postern-web) and the worker (postern-admin) share kombu's folders through their
+# setgid group: each must be able to rewrite the exchange-binding files the other created
+# (kombu opens them "rb+"), so files are made group-writable as they are owner-writable.
+_mask = os.umask(0)
+os.umask(_mask & ~0o070 | ((_mask & 0o700) >> 3))
+
 BROKER_DIR = STATE.root / "broker"
 CELERY_BROKER_URL = "filesystem://"
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "data_folder_in": str(BROKER_DIR / "messages"),
     "data_folder_out": str(BROKER_DIR / "messages"),
     "control_folder": str(BROKER_DIR / "control"),
+    # The worker points tempfile at this folder (webui/celery.py): kombu moves a consumed
+    # message to the temp dir before deleting it, and /tmp is sticky.
+    "processed_folder": str(BROKER_DIR / "processed"),
     "store_processed": False,
 }
 # Producers (web, CLI) and the worker both need the folders; kombu does not create them.
-for _folder in (BROKER_DIR / "messages", BROKER_DIR / "control"):
+for _folder in (BROKER_DIR / "messages", BROKER_DIR / "control", BROKER_DIR / "processed"):
     try:
         _folder.mkdir(parents=True, exist_ok=True)
     except OSError:
