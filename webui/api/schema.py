@@ -23,6 +23,7 @@ _ERRORS = {
     "401": "no or bad Bearer token",
     "403": "the token may not do this (read-only, or not a superadmin)",
     "404": "not found (or not one of your domains)",
+    "405": "method not allowed (export/ and import/ are actions, never keys)",
 }
 
 
