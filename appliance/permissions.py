@@ -57,6 +57,11 @@ class Rule:
         """``owner`` may list alternatives ``a|b`` (files either daemon may create)."""
         return tuple(self.owner.split("|"))
 
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """``group`` may list alternatives ``a|b`` too."""
+        return tuple(self.group.split("|"))
+
     def allows_mode(self, mode: int) -> bool:
         return mode == self.mode if self.exact else not mode & ~self.mode
 
@@ -92,8 +97,10 @@ TABLE: Final[tuple[Rule, ...]] = (
          exact=False),
     Rule("root", "secret_key", F, u.WEB, u.WEB, 0o640, "Django's key: web and worker read it"),
     Rule("root", "broker", D, u.WEB, u.WEB, 0o2770, "embedded Celery broker: web and worker"),
+    Rule("root", "broker/**/pymp-*", D, f"{u.WEB}|{u.ADMIN}", f"{u.WEB}|{u.ADMIN}", 0o2700,
+         "billiard's private temporary directory; its own", exact=False, descend=False),
     Rule("root", "broker/**", D, f"{u.WEB}|{u.ADMIN}", u.WEB, 0o2770,
-         "embedded Celery broker (kombu and billiard make some 0700)", exact=False),
+         "embedded Celery broker (kombu makes some 0700)", exact=False),
     Rule("root", "broker/**", F, f"{u.WEB}|{u.ADMIN}", u.WEB, 0o660, "a broker message",
          exact=False),
     Rule("root", "dovecot", D, "root", "root", 0o755,
@@ -351,13 +358,13 @@ def audit(state: StateDir, ids: IdMap | None, *, require_all: bool = True) -> li
             continue
         try:
             want_uids = {ids.uid(name) for name in rule.owners}
-            want_gid = ids.gid(rule.group)
+            want_gids = {ids.gid(name) for name in rule.groups}
         except LookupError as exc:
             problems.append(Problem(found.path, str(exc)))
             continue
         if kind in (Kind.SOCKET, Kind.FIFO):
             want_uids.add(0)  # made by a daemon `postern run` started as root, before it dropped
-        if st.st_uid not in want_uids or st.st_gid != want_gid:
+        if st.st_uid not in want_uids or st.st_gid not in want_gids:
             problems.append(Problem(
                 found.path, f"owner {ids.user_name(st.st_uid)}:{ids.group_name(st.st_gid)}, "
                             f"want {rule.owner}:{rule.group} ({rule.why})"))
@@ -411,13 +418,14 @@ def _fix(found: Found, rule: Rule, ids: IdMap) -> list[str]:
     if rule.kind in (Kind.SOCKET, Kind.FIFO):
         allowed.add(0)
     uid = st.st_uid if st.st_uid in allowed else ids.uid(rule.owners[0])
-    gid = ids.gid(rule.group)
+    gids = {ids.gid(name) for name in rule.groups}
+    gid = st.st_gid if st.st_gid in gids else ids.gid(rule.groups[0])
     if (st.st_uid, st.st_gid) != (uid, gid):
         if found.name is None:
             os.fchown(found.dir_fd, uid, gid)
         else:
             os.chown(found.name, uid, gid, dir_fd=found.dir_fd, follow_symlinks=False)
-        changed.append(f"chown {ids.user_name(uid)}:{rule.group} {found.path}")
+        changed.append(f"chown {ids.user_name(uid)}:{ids.group_name(gid)} {found.path}")
     # chown clears the setgid bit, so look again and set the mode after it, always.
     if found.name is None:
         now = os.fstat(found.dir_fd)
@@ -486,7 +494,7 @@ def access(user: str, rule: Rule) -> str:
         bits = rule.mode & 0o7
     elif user in rule.owners:
         bits = (rule.mode >> 6) & 0o7
-    elif rule.group in {user, *u.account(user).groups}:
+    elif set(rule.groups) & {user, *u.account(user).groups}:
         bits = (rule.mode >> 3) & 0o7
     else:
         bits = rule.mode & 0o7
@@ -525,7 +533,8 @@ def render_markdown() -> str:
     for rule in TABLE:
         single, fhs = _locations(rule.part, rule.pattern)
         owner = " or ".join(rule.owners)
-        rows.append(f"| `{single}` | `{fhs}` | {rule.kind.value} | {owner} | {rule.group}"
+        rows.append(f"| `{single}` | `{fhs}` | {rule.kind.value} | {owner} | "
+                    f"{' or '.join(rule.groups)}"
                     f" | {rule.mode:04o} | {rule.why} |")
     rows += ["", "Users and their groups (`appliance/users.py`); each user's primary group has "
              "its own name:", "",

@@ -38,7 +38,7 @@ def test_table_names_only_known_users_and_groups() -> None:
     known_groups = set(users.all_groups()) | {"root"}
     for rule in permissions.TABLE:
         assert set(rule.owners) <= known_users, rule
-        assert rule.group in known_groups, rule
+        assert set(rule.groups) <= known_groups, rule
 
 
 @pytest.mark.parametrize(("part", "rel", "kind", "owner", "mode"), [
