@@ -197,6 +197,10 @@ def test_disk_full_is_4xx_at_the_door_and_nothing_is_lost(tmp_path: Path) -> Non
             for n in range(50):
                 if attempt(n):
                     accepted.append(n)
+            # Fill the disk only once the queue is empty: a message finished while the filler
+            # grows would free its pages and let the next one in, and the door never sees full.
+            wait_for(lambda: not any(p.is_file() for p in (queue / "mess").rglob("*")),
+                     timeout=60, interval=0.2, what="the queue to drain before filling the disk")
             filler = queue / "filler"
             with open(filler, "wb", buffering=0) as f:
                 try:
