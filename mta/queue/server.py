@@ -29,6 +29,7 @@ from mta.common.envelope import Envelope
 from mta.common.frames import HEADER_SIZE, encode
 from mta.queue.protocol import Commit, InjectionSession, Refused, check_header, temporary
 from mta.queue.store import DEBRIS_AGE, CleanupReport, Draft, QueueStore
+from mta.util.unixsock import bind_unix
 
 log = logging.getLogger("postern.queue")
 T = TypeVar("T")
@@ -272,30 +273,8 @@ class _Connection:
 
 
 def bind(path: Path) -> socket.socket:
-    """Bind and listen on ``path`` (mode 0666: any local user may inject).
-
-    A stale socket file from a previous run is replaced; a live one (another queue daemon
-    answers) is an error.
-    """
-    if path.is_socket():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            path.unlink(missing_ok=True)
-        else:
-            raise RuntimeError(f"{path}: another queue daemon is already listening")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o111)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    sock.listen(1024)
-    sock.setblocking(False)
-    return sock
+    """Bind and listen on ``path`` (mode 0o666); a live queue daemon there is an error."""
+    return bind_unix(path, 0o666, backlog=1024, owner="queue daemon")
 
 
 def databytes_control(path: Path) -> Callable[[], int]:

@@ -29,6 +29,7 @@ from mta.common.queuedirs import QueueDirs
 from mta.common.results import Outcome, Result
 from mta.local.protocol import Job, JobAssembler, encode_result
 from mta.remote.delivery import Deliverer
+from mta.util.unixsock import bind_unix
 
 log = logging.getLogger("postern.remote")
 
@@ -120,23 +121,5 @@ def _address(raw: bytes) -> str:
 
 
 def bind(path: Path) -> socket.socket:
-    """Bind ``path`` with mode 0660 (send's group may connect); replace a stale socket."""
-    if path.is_socket():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            path.unlink(missing_ok=True)
-        else:
-            raise RuntimeError(f"{path}: another remote daemon is already listening")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old = os.umask(0o117)
-    try:
-        sock.bind(str(path))
-    finally:
-        os.umask(old)
-    sock.listen(256)
-    sock.setblocking(False)
-    return sock
+    """Bind and listen on ``path`` (mode 0o660); a live remote daemon there is an error."""
+    return bind_unix(path, 0o660, backlog=256, owner="remote daemon")
