@@ -80,7 +80,7 @@ def _publish_through_worker(env: dict[str, str], state: Path, worker_factory, tm
     assert not (state / "control" / "generation").exists()
     log = tmp_path / "worker.log"
     worker_factory(env, log)
-    support.wait_for(lambda: (state / "control" / "generation").exists(), timeout=60,
+    support.wait_for(lambda: (state / "control" / "generation").exists(), timeout=180,
                      what=f"the worker to publish (log: {log.read_text(errors='replace')[-2000:]})")
     assert (state / "control" / "rcpthosts").read_text() == "worker.example\n"
     assert (state / "control" / "generation").read_text().startswith("1 ")
