@@ -35,7 +35,8 @@ def _wait_published(page, after: int, url: str) -> int:  # type: ignore[no-untyp
         page.goto(url)
         g = _generation(page)
         return g if g > after else 0
-    return int(support.wait_for(newer, timeout=60, interval=0.5, what=f"a generation after {after}"))
+    return int(support.wait_for(newer, timeout=120, interval=0.5,
+                                what=f"a generation after {after}"))
 
 
 def test_admin_in_a_real_browser(tmp_path: Path) -> None:
