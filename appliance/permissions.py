@@ -100,7 +100,8 @@ TABLE: Final[tuple[Rule, ...]] = (
     Rule("root", "broker/**/pymp-*", D, f"{u.WEB}|{u.ADMIN}", f"{u.WEB}|{u.ADMIN}", 0o2700,
          "billiard's private temporary directory; its own", exact=False, descend=False),
     Rule("root", "broker/**", D, f"{u.WEB}|{u.ADMIN}", u.WEB, 0o2770,
-         "embedded Celery broker (kombu makes some 0700)", exact=False),
+         "the broker's folders (messages, control, processed): setgid, so every message "
+         "either writes gets the group postern-web and the other may consume and remove it"),
     Rule("root", "broker/**", F, f"{u.WEB}|{u.ADMIN}", u.WEB, 0o660, "a broker message",
          exact=False),
     Rule("root", "dovecot", D, "root", "root", 0o755,
@@ -168,9 +169,10 @@ TABLE: Final[tuple[Rule, ...]] = (
          "Dovecot's base_dir: its sockets and pid, owned and moded by Dovecot itself",
          exact=False, descend=False),
 
-    Rule("log", "", D, "root", LOG, 0o2770, "queue and send append and rotate; worker reads"),
-    Rule("log", "*", F, f"{u.SEND}|{u.QUEUE}", LOG, 0o660, "delivery log and its rotations",
-         exact=False),
+    Rule("log", "", D, u.SEND, LOG, 0o2750,
+         "send appends and rotates; worker and web read (group postern-log, setgid so every "
+         "rotation gets it), nobody else writes"),
+    Rule("log", "*", F, u.SEND, LOG, 0o640, "delivery log and its rotations", exact=False),
 )
 
 # Parts that exist in both layouts, in the order they are created.
@@ -434,8 +436,10 @@ def _fix(found: Found, rule: Rule, ids: IdMap) -> list[str]:
     if (now.st_ino, now.st_dev) != (st.st_ino, st.st_dev) or kind_of(now.st_mode) is not rule.kind:
         return changed  # replaced meanwhile: leave it for the next run (audit reports it)
     mode = stat.S_IMODE(now.st_mode)
-    if not rule.allows_mode(mode):
-        new = rule.mode if rule.exact else mode & rule.mode
+    # A narrower row keeps the setgid/sticky bits it allows that the chown above cleared.
+    lost = 0 if rule.exact else stat.S_IMODE(st.st_mode) & rule.mode & ~mode & 0o7000
+    if lost or not rule.allows_mode(mode):
+        new = rule.mode if rule.exact else (mode | lost) & rule.mode
         try:
             if found.name is None:
                 os.fchmod(found.dir_fd, new)
@@ -636,7 +640,7 @@ def secure(state: StateDir) -> list[str]:
 
 
 # kombu's filesystem transport folders of the embedded settings (webui/settings/embedded.py).
-BROKER_DIRS: Final = ("broker", "broker/messages", "broker/control")
+BROKER_DIRS: Final = ("broker", "broker/messages", "broker/control", "broker/processed")
 
 
 def make_broker(state: StateDir) -> list[str]:

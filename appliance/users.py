@@ -27,7 +27,7 @@ from mta.common import ipc
 
 # Shared groups (the permission table in appliance/permissions.py says what each grants).
 GROUP_ALL: Final = "postern"          # read control/, connect to run/*.sock, bind in run/
-GROUP_LOG: Final = "postern-log"      # append to log/delivery.log
+GROUP_LOG: Final = "postern-log"      # read log/delivery.log (send, its owner, writes it)
 GROUP_QREAD: Final = "postern-qread"  # read queued messages and envelopes (queue/mess, todo)
 HOME: Final = "/nonexistent"          # system users own no home (Debian's convention)
 NOLOGIN: Final = "/usr/sbin/nologin"
@@ -55,16 +55,17 @@ class Account:
 # Why each supplementary group (see docs/internals.md "Permissions"):
 #   postern       read control/, reach the sockets in run/
 #   postern-qread read queue/mess and queue/todo (send schedules, local and remote deliver)
-#   postern-log   append to the delivery log (queue: received; send: the rest; admin reads it)
+#   postern-log   read the delivery log (send owns log/ and alone writes it; admin and web
+#                 read it: the worker samples it, the web's delivery-log page searches it)
 #   postern-web   the embedded SQLite database (worker reads it; web owns it)
 #   postern-smtpd, postern-remote  let the worker give passwd / relayauth to their one reader
 ACCOUNTS: Final[tuple[Account, ...]] = (
     Account(SMTPD, "Postern SMTP server", (GROUP_ALL,)),
-    Account(QUEUE, "Postern queue writer and cleaner", (GROUP_ALL, GROUP_LOG)),
-    Account(SEND, "Postern scheduler", (GROUP_ALL, GROUP_QREAD, GROUP_LOG)),
+    Account(QUEUE, "Postern queue writer and cleaner", (GROUP_ALL,)),
+    Account(SEND, "Postern scheduler", (GROUP_ALL, GROUP_QREAD)),
     Account(VMAIL, "Postern local delivery (Maildirs)", (GROUP_ALL, GROUP_QREAD)),
     Account(REMOTE, "Postern remote delivery", (GROUP_ALL, GROUP_QREAD)),
-    Account(WEB, "Postern web application", (GROUP_ALL,)),
+    Account(WEB, "Postern web application", (GROUP_ALL, GROUP_LOG)),
     Account(ADMIN, "Postern publisher (celery worker)",
             (GROUP_ALL, WEB, SMTPD, REMOTE, GROUP_LOG)),
 )

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from celery import Celery
-from celery.signals import beat_init, worker_init, worker_ready
+from celery.signals import worker_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webui.settings.embedded")
 
@@ -44,44 +44,6 @@ def _prepare_worker(**_: object) -> None:
         # and deletes it there. /tmp is sticky: the worker could not delete a message the
         # web (another user) wrote. Our own, group-shared, non-sticky folder instead.
         tempfile.tempdir = options["processed_folder"]
-
-
-def share_broker_files() -> None:
-    """Give the broker files this process created to the broker folder's group, group-
-    writable: the web (postern-web) must rewrite the exchange-binding files the worker or
-    beat (postern-admin, a member of that group) made first (kombu opens them "rb+")."""
-    from django.conf import settings
-
-    options = getattr(settings, "CELERY_BROKER_TRANSPORT_OPTIONS", {}) or {}
-    for key in ("control_folder", "data_folder_in"):
-        folder = options.get(key)
-        if not folder:
-            continue
-        try:
-            gid = os.stat(folder).st_gid
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-                if st.st_uid != os.getuid() or not entry.is_file(follow_symlinks=False):
-                    continue
-                if st.st_gid != gid:
-                    os.chown(entry.path, -1, gid, follow_symlinks=False)
-                os.chmod(entry.path, (st.st_mode & 0o777) | 0o060)
-            except OSError:
-                continue  # not ours to change (or gone): nothing to share
-
-
-@worker_ready.connect
-def _worker_ready(**_: object) -> None:
-    share_broker_files()
-
-
-@beat_init.connect
-def _beat_init(**_: object) -> None:
-    share_broker_files()
 
 
 def ensure_broker_dirs() -> None:

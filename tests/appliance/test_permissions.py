@@ -137,6 +137,47 @@ def test_apply_repairs_owners_and_modes_but_never_follows_symlinks(
     assert [p.path.name for p in permissions.audit(state, ids)] == ["locals"]
 
 
+def test_broker_folders_keep_their_setgid_bit(tree: tuple[Path, StateDir, IdMap]) -> None:
+    """chown(2) clears setgid: apply must set the broker folders' whole mode (2770) after it,
+    or what the web writes there would keep the writer's group and the worker (another user)
+    could not consume and remove it; audit must call a missing setgid bit a problem."""
+    _root, state, ids = tree
+    messages = state.root / "broker" / "messages"
+    messages.mkdir(parents=True, exist_ok=True)
+    os.chown(messages, 0, 0)
+    os.chmod(messages, 0o2770)                   # the chown to postern-web will clear it
+    permissions.apply(state, ids)
+    st = os.stat(messages)
+    assert (st.st_uid, st.st_gid) == (ids.uid(users.WEB), ids.gid(users.WEB))
+    assert stat.S_IMODE(st.st_mode) == 0o2770
+    os.chmod(messages, 0o770)                     # what the old apply left
+    problems = [p for p in permissions.audit(state, ids) if p.path == messages]
+    assert len(problems) == 1 and "mode 0770, want 2770" in problems[0].text
+    assert any(str(messages) in c for c in permissions.apply(state, ids))
+    assert stat.S_IMODE(os.stat(messages).st_mode) == 0o2770
+    # a row that allows narrower modes still keeps the setgid bit a chown took away
+    private = state.root / "broker" / "processed" / "pymp-probe"
+    private.mkdir(parents=True)
+    os.chmod(private, 0o2700)
+    permissions.apply(state, ids)
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o2700
+    assert os.stat(private).st_uid == ids.uid(users.WEB)
+    assert permissions.audit(state, ids) == []
+
+
+def test_the_web_reads_the_delivery_log_and_writes_nothing_there() -> None:
+    for rule in permissions.TABLE:
+        if rule.part != "log":
+            continue
+        assert permissions.access(users.WEB, rule) == "r", rule
+        assert permissions.access(users.ADMIN, rule) == "r", rule
+        writers = {n for n in permissions.MATRIX_USERS if permissions.access(n, rule) == "rw"}
+        assert writers == {users.SEND}, rule
+        assert permissions.access("others", rule) == "-", rule
+    # postern-log gives nothing but the log
+    assert {r.part for r in permissions.TABLE if users.GROUP_LOG in r.groups} == {"log"}
+
+
 def test_a_directory_swapped_for_a_link_leads_nowhere(tree: tuple[Path, StateDir, IdMap]) -> None:
     """A daemon that replaces one of its directories with a symlink (to /etc, say) must not
     get root's next ``apply`` to chown or chmod what the link points at."""

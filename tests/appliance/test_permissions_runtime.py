@@ -306,6 +306,23 @@ def delivered(app: Appliance, marker: bytes) -> Path:
     return found
 
 
+def test_web_and_worker_read_the_delivery_log_only_send_writes_it(app: Appliance) -> None:
+    delivered(app, b"for the delivery log")
+    log = app.state.log / "delivery.log"
+    support.wait_for(log.exists, timeout=30, what="the delivery log")
+    append = lambda: open(log, "ab").close()  # noqa: E731
+    for reader in (users.WEB, users.ADMIN):
+        assert allowed(reader, read(log)), reader
+        assert allowed(reader, listdir(app.state.log)), reader
+        assert denied(reader, append), reader
+        assert denied(reader, create(app.state.log / "x")), reader
+        assert denied(reader, lambda: os.rename(log, app.state.log / "moved")), reader
+    for account in users.ACCOUNTS:
+        if account.name not in (users.WEB, users.ADMIN, users.SEND):
+            assert denied(account.name, read(log)), account.name
+    assert denied(NOBODY, read(log))
+
+
 def test_every_local_user_can_inject_with_sendmail_and_is_recorded(app: Appliance) -> None:
     sendmail = Path(sys.executable).with_name("sendmail")
     marker = b"from-nobody-" + os.urandom(4).hex().encode()
