@@ -178,9 +178,8 @@ class SendService:
 
     async def startup(self) -> None:
         loaded = await asyncio.to_thread(self._load_all)
-        for info in loaded:
-            self.sched.add(info)
-            self._saved.add(info.id)
+        self.sched.add_many(loaded)
+        self._saved.update(info.id for info in loaded)
         # The loaded queue is long-lived: keep the cyclic GC from walking it again and
         # again (a 100,000-message queue is ~10^6 objects).
         gc.freeze()
@@ -393,8 +392,7 @@ class SendService:
             self._side.discard(info.id)
             self._later(info)
             return
-        for r in failed:
-            r.reported = True
+        self.sched.mark_reported(info, idx)  # keeps status.sock's totals current
         self._side.discard(info.id)
         await self.settle(info)
 

@@ -10,27 +10,25 @@ documented in docs/internals.md "status.sock" and are stable.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import re
 import socket
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, Final
 
 from mta.common import frames, ipc
 from mta.common.queuedirs import QueueIdError, parse_id
 from mta.send.info import MessageInfo
-from mta.send.scheduler import Scheduler
+from mta.send.scheduler import MESSAGE_STATES, RCPT_STATES, Scheduler
 
 MAX_LIMIT: Final = 1000
 DEFAULT_LIMIT: Final = 100
 HEADER_READ: Final = 64 * 1024
-SUMMARY_TTL: Final = 1.0  # seconds a computed summary is served again (big queues)
-SUMMARY_EXACT_BELOW: Final = 10_000  # messages: smaller queues get an exact summary each time
+MAX_DOMAINS: Final = 100  # the summary's busiest destination domains
 SHOWN_HEADERS: Final = ("subject", "from", "date", "message-id")
-MESSAGE_STATES: Final = ("active", "queued", "deferred", "bouncing", "done")
 
 
 class StatusProtocolError(Exception):
@@ -42,12 +40,7 @@ class StatusRequestError(Exception):
 
 
 def message_state(sched: Scheduler, info: MessageInfo) -> str:
-    if not sched.idle(info.id):
-        return "active"
-    pending = [r for r in info.rcpts if r.state == "pending"]
-    if pending:
-        return "deferred" if any(r.attempts for r in pending) else "queued"
-    return "done" if info.finished else "bouncing"
+    return sched.message_state(info)
 
 
 def _rcpt(r: Any, *, full: bool) -> dict[str, Any]:
@@ -119,7 +112,7 @@ def answer(sched: Scheduler, request: bytes, *, mess_path: Callable[[str], os.Pa
     now = time.time() if now is None else now
     verb = req["verb"]
     if verb == "summary":
-        return cached_summary(sched, now)
+        return summary(sched, now)
     if verb == "list":
         return listing(sched, req, now)
     if verb == "message":
@@ -140,41 +133,40 @@ def answer(sched: Scheduler, request: bytes, *, mess_path: Callable[[str], os.Pa
     raise StatusRequestError(f"unknown verb {verb[:40]!r}")
 
 
-def cached_summary(sched: Scheduler, now: float) -> dict[str, Any]:
-    """The summary walks the whole queue. With a big queue (over ``SUMMARY_EXACT_BELOW``
-    messages) a summary computed less than ``SUMMARY_TTL`` seconds ago is served again, so
-    its cost does not grow with the number of viewers; a smaller queue is always exact."""
-    mono = time.monotonic()
-    cached = sched.summary_cache
-    if cached is not None and len(sched.messages) >= SUMMARY_EXACT_BELOW \
-            and mono - cached[0] < SUMMARY_TTL:
-        return cached[1]
-    answer = summary(sched, now)
-    sched.summary_cache = (mono, answer)
-    return answer
-
-
 def summary(sched: Scheduler, now: float) -> dict[str, Any]:
-    states: Counter[str] = Counter({s: 0 for s in MESSAGE_STATES})
-    rcpts: Counter[str] = Counter({"pending": 0, "delivered": 0, "failed": 0})
-    domains: Counter[str] = Counter()
-    oldest = None
-    total = 0
-    for info in sched.messages.values():
-        states[message_state(sched, info)] += 1
-        total += info.size
-        oldest = info.birth if oldest is None else min(oldest, info.birth)
-        for r in info.rcpts:
-            rcpts[r.state] += 1
-            if r.state == "pending":
-                domains[r.domain.lower()] += 1
+    """From the scheduler's running totals: O(domains), not O(queue)."""
+    t = sched.totals
+    oldest = sched.oldest_birth()
+    top = heapq.nsmallest(MAX_DOMAINS, t.pending_domains.items(), key=lambda kv: (-kv[1], kv[0]))
     return {"summary": {
-        "messages": len(sched.messages), "states": dict(states), "recipients": dict(rcpts),
-        "domains": dict(domains.most_common(100)), "total_bytes": total,
+        "messages": t.messages, "states": {s: t.states[s] for s in MESSAGE_STATES},
+        "recipients": {s: t.rcpts[s] for s in RCPT_STATES}, "domains": dict(top),
+        "total_bytes": t.total_bytes,
         "oldest_age": None if oldest is None else max(0, int(now) - oldest)}}
 
 
+def _in_birth_order(sched: Scheduler, ids: set[str], want: int) -> list[str]:
+    """The first ``want`` of ``ids`` in birth order: sort a small set, or walk the birth index
+    (stopping at ``want``) when the set is a big part of the queue."""
+    if len(ids) * 8 < len(sched.order):
+        msgs = sched.messages
+        return sorted(ids, key=lambda q: (msgs[q].birth, q))[:want]
+    out: list[str] = []
+    if want:
+        for _, qid in sched.order:
+            if qid in ids:
+                out.append(qid)
+                if len(out) >= want:
+                    break
+    return out
+
+
 def listing(sched: Scheduler, req: dict[str, Any], now: float) -> dict[str, Any]:
+    """A page of messages, oldest first. No filter: a slice of the birth index. ``state`` and
+    ``domain``: from the scheduler's id sets (total is a set size; the page sorts the set or
+    walks the index only until the page is full). ``sender``/``recipient`` (substrings) test
+    the candidates one by one: at most the whole queue, one string test per message
+    (docs/internals.md "status.sock")."""
     state = _str_field(req, "state")
     if state is not None and state not in MESSAGE_STATES:
         raise StatusRequestError(f"'state' must be one of {', '.join(MESSAGE_STATES)}")
@@ -183,27 +175,42 @@ def listing(sched: Scheduler, req: dict[str, Any], now: float) -> dict[str, Any]
     domain = _str_field(req, "domain")
     offset = _int_field(req, "offset", 0, 10**9)
     limit = _int_field(req, "limit", DEFAULT_LIMIT, MAX_LIMIT)
+
+    def page_of(qids: list[str]) -> list[dict[str, Any]]:
+        return [_summary_of(sched, sched.messages[q], now) for q in qids]
+
     if state is None and sender is None and recipient is None and domain is None:
         # the common page: O(limit), whatever the queue's size
-        page = [sched.messages[qid] for _, qid in sched.order[offset:offset + limit]]
+        qids = [qid for _, qid in sched.order[offset:offset + limit]]
         return {"total": len(sched.order), "offset": offset, "limit": limit,
-                "messages": [_summary_of(sched, i, now) for i in page]}
-    matched: list[MessageInfo] = []
-    for _, qid in sched.order:  # oldest first already
+                "messages": page_of(qids)}
+    sets = []
+    if state is not None:
+        sets.append(sched.by_state[state])
+    if domain is not None:
+        sets.append(sched.by_domain.get(domain, set()))
+    candidates: set[str] | None = None
+    if sets:
+        sets.sort(key=len)
+        candidates = set(sets[0]) if len(sets) == 1 else sets[0] & sets[1]
+    if sender is None and recipient is None:
+        cands = candidates if candidates is not None else set()
+        qids = _in_birth_order(sched, cands, offset + limit)[offset:]
+        return {"total": len(cands), "offset": offset, "limit": limit,
+                "messages": page_of(qids)}
+    matched: list[str] = []
+    source = (sched.order if candidates is None
+              else [(0, q) for q in _in_birth_order(sched, candidates, len(candidates))])
+    for _, qid in source:  # oldest first already
         info = sched.messages[qid]
-        if state is not None and message_state(sched, info) != state:
-            continue
         if sender is not None and sender not in info.sender.lower():
             continue
         if recipient is not None and not any(recipient in r.addr.lower() or
                                              recipient in r.orcpt.lower() for r in info.rcpts):
             continue
-        if domain is not None and not any(r.domain.lower() == domain for r in info.rcpts):
-            continue
-        matched.append(info)
-    page = matched[offset:offset + limit]
+        matched.append(qid)
     return {"total": len(matched), "offset": offset, "limit": limit,
-            "messages": [_summary_of(sched, i, now) for i in page]}
+            "messages": page_of(matched[offset:offset + limit])}
 
 
 class StatusClient:

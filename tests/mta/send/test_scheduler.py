@@ -200,3 +200,103 @@ def test_invariants_under_any_sequence(shape: list[tuple[int, str]],
             assert r.attempts == applied.get((info.id, i), 0)
             if r.state == "pending":
                 assert r.next > T0 or r.attempts == 0
+
+
+# --- status.sock's running totals against a full recount ---------------------------------
+
+DOMAINS = ("a.example", "B.example", "c.example")
+
+
+def check_totals(s: Scheduler) -> None:
+    """The running totals and indexes equal what a walk over every message finds."""
+    assert s.totals.as_tuple() == s.recount().as_tuple()
+    from mta.send.scheduler import state_of
+    for qid, info in s.messages.items():
+        want = state_of(info, not s.idle(qid))
+        assert s.state[qid] == want and qid in s.by_state[want]
+    assert sum(len(v) for v in s.by_state.values()) == len(s.messages) == len(s.state)
+    domains: dict[str, set[str]] = {}
+    for qid, info in s.messages.items():
+        for r in info.rcpts:
+            domains.setdefault(r.domain.lower(), set()).add(qid)
+    assert s.by_domain == domains
+    assert s.order == sorted((i.birth, q) for q, i in s.messages.items())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_running_totals_equal_a_recount_through_any_history(data: st.DataObject) -> None:
+    lifetime = 3600
+    s = Scheduler(lifetime=lifetime)
+    now = T0
+    out: list[Job] = []
+    made = 0
+    for _ in range(data.draw(st.integers(5, 60))):
+        op = data.draw(st.sampled_from(["add", "add", "collect", "result", "result",
+                                        "unavailable", "bounce", "clean", "time", "restart"]))
+        if op == "add":
+            n = data.draw(st.integers(1, 4))
+            rc = []
+            for k in range(n):
+                dom = data.draw(st.sampled_from(DOMAINS))
+                state = data.draw(st.sampled_from(["pending", "pending", "failed"]))
+                rc.append(Rcpt(f"u{k}@{dom}", f"u{k}@{dom}",
+                               data.draw(st.sampled_from(["local", "remote"])), state))
+            qid = f"6565A1B2{made:05X}5F"
+            made += 1
+            s.add(MessageInfo(qid, data.draw(st.integers(T0 - 7200, now)), "s@x.example",
+                              "network", data.draw(st.integers(0, 10**6)), [], rc))
+        elif op == "collect":
+            s.collect(now)
+            for route in ("local", "remote"):
+                out.extend(jobs(s, route))
+        elif op == "result" and out:
+            job = out.pop(data.draw(st.integers(0, len(out) - 1)))
+            results = [data.draw(st.sampled_from([OK, TEMP, PERM])) for _ in job.indexes]
+            s.apply(job, results)
+        elif op == "unavailable" and out:
+            s.unavailable(out.pop(), now)
+        elif op == "bounce":
+            for info in list(s.messages.values()):
+                if idx := s.needs_bounce(info):
+                    s.mark_reported(info, idx)
+        elif op == "clean":
+            for qid, info in list(s.messages.items()):
+                if info.finished and s.idle(qid):
+                    s.remove(qid)
+        elif op == "time":
+            now += data.draw(st.integers(1, 2 * lifetime))  # past the lifetime: expiry
+        elif op == "restart":
+            # what send does after a restart: every info file read back, loaded at once
+            saved = [infofile.decode(i.encode(), i.id) for i in s.messages.values()]
+            s = Scheduler(lifetime=lifetime)
+            s.add_many(saved)
+            out = []
+        check_totals(s)
+
+
+def test_totals_follow_delivery_deferral_bounce_expiry_and_clean() -> None:
+    s = Scheduler(lifetime=3600)
+    a = message("6565A1B20000A1F", ("x@one.example", "remote"), ("y@two.example", "remote"))
+    b = message("6565A1B20000B1F", ("joe@example.com", "local"))
+    s.add(a)
+    s.add(b)
+    assert s.totals.states["queued"] == 2 and s.totals.pending_domains["one.example"] == 1
+    s.collect(T0)
+    assert s.totals.states["active"] == 2
+    for job in jobs(s, "remote"):
+        s.apply(job, [OK] if a.rcpts[job.indexes[0]].addr.startswith("x") else [TEMP])
+    [local] = jobs(s, "local")
+    s.apply(local, [PERM])
+    check_totals(s)
+    assert s.state[a.id] == "deferred" and s.state[b.id] == "bouncing"
+    assert dict(s.totals.pending_domains) == {"two.example": 1}
+    s.mark_reported(b, s.needs_bounce(b))
+    assert s.state[b.id] == "done"
+    s.remove(b.id)
+    s.collect(T0 + 10**6)
+    [job] = jobs(s, "remote")
+    s.apply(job, [TEMP])  # past the lifetime: expired, failed
+    assert s.state[a.id] == "bouncing" and s.totals.rcpts["failed"] == 1
+    check_totals(s)
+    assert s.totals.messages == 1 and s.totals.total_bytes == 10

@@ -9,8 +9,7 @@ import pytest
 
 from mta.send.info import MessageInfo, Rcpt
 from mta.send.scheduler import Scheduler
-from mta.send.status import (SUMMARY_EXACT_BELOW, StatusProtocolError, StatusRequestError,
-                             answer)
+from mta.send.status import StatusProtocolError, StatusRequestError, answer
 
 T0 = 1_700_000_000
 
@@ -102,17 +101,31 @@ def test_pages_follow_birth_order_through_inserts_and_removals(tmp_path: Path) -
     assert [m["id"] for m in filtered["messages"]] == [qids[i] for i in (1, 5, 3, 4, 0)]
 
 
-def test_summary_of_a_big_queue_is_computed_at_most_once_a_second(tmp_path: Path) -> None:
+def test_summary_is_exact_at_once_after_every_change(tmp_path: Path) -> None:
     s = Scheduler(lifetime=604800)
-    big = SUMMARY_EXACT_BELOW + 1
-    for i in range(big):
-        s.add(MessageInfo(f"6565A1B2{i % 100000:05X}{i + 1:X}", T0, "a@x", "network", 1, [],
+    for i in range(300):
+        s.add(MessageInfo(f"6565A1B2{i:05X}3F", T0 + i % 7, "a@x", "network", 1, [],
                           [Rcpt("r@y", "r@y", "remote")]))
-    first = ask(s, tmp_path, verb="summary")["summary"]
+    assert ask(s, tmp_path, verb="summary")["summary"]["messages"] == 300
     s.remove(next(iter(s.messages)))
-    again = ask(s, tmp_path, verb="summary")["summary"]
-    assert again["messages"] == first["messages"] == big  # served again within the second
-    s.summary_cache = None
-    assert ask(s, tmp_path, verb="summary")["summary"]["messages"] == big - 1
-    s.remove(next(iter(s.messages)))  # now under the threshold: always exact
-    assert ask(s, tmp_path, verb="summary")["summary"]["messages"] == big - 2
+    got = ask(s, tmp_path, verb="summary")["summary"]
+    assert got["messages"] == 299 and got["states"]["queued"] == 299
+    assert got["domains"] == {"y": 299} and got["total_bytes"] == 299
+
+
+def test_state_and_domain_filters_page_in_birth_order(tmp_path: Path) -> None:
+    s = Scheduler(lifetime=604800)
+    qids = [f"6565A1B2{i:05X}4F" for i in range(40)]
+    for i, qid in enumerate(qids):  # added youngest first: the index sorts them
+        dom = "d.example" if i % 3 == 0 else "e.example"
+        s.add(MessageInfo(qid, T0 + 100 - i, "a@x", "network", 1, [],
+                          [Rcpt(f"r@{dom}", f"r@{dom}", "remote", "pending", 0, i % 2)]))
+    want = [q for i, q in reversed(list(enumerate(qids))) if i % 2 and i % 3 == 0]
+    got = ask(s, tmp_path, verb="list", state="deferred", domain="D.example", offset=1, limit=2)
+    assert got["total"] == len(want) and [m["id"] for m in got["messages"]] == want[1:3]
+    every = [q for i, q in reversed(list(enumerate(qids))) if i % 2 == 0]
+    got = ask(s, tmp_path, verb="list", state="queued", limit=1000)
+    assert [m["id"] for m in got["messages"]] == every
+    assert ask(s, tmp_path, verb="list", domain="nowhere.example")["total"] == 0
+    got = ask(s, tmp_path, verb="list", state="queued", sender="A@", offset=2, limit=3)
+    assert got["total"] == 20 and [m["id"] for m in got["messages"]] == every[2:5]
