@@ -161,6 +161,13 @@ def _in_birth_order(sched: Scheduler, ids: set[str], want: int) -> list[str]:
     return out
 
 
+def _has_recipient(info: MessageInfo, needle: str) -> bool:
+    for r in info.rcpts:
+        if needle in r.addr.lower() or (r.orcpt is not r.addr and needle in r.orcpt.lower()):
+            return True
+    return False
+
+
 def listing(sched: Scheduler, req: dict[str, Any], now: float) -> dict[str, Any]:
     """A page of messages, oldest first. No filter: a slice of the birth index. ``state`` and
     ``domain``: from the scheduler's id sets (total is a set size; the page sorts the set or
@@ -201,12 +208,12 @@ def listing(sched: Scheduler, req: dict[str, Any], now: float) -> dict[str, Any]
     matched: list[str] = []
     source = (sched.order if candidates is None
               else [(0, q) for q in _in_birth_order(sched, candidates, len(candidates))])
+    msgs = sched.messages
     for _, qid in source:  # oldest first already
-        info = sched.messages[qid]
+        info = msgs[qid]
         if sender is not None and sender not in info.sender.lower():
             continue
-        if recipient is not None and not any(recipient in r.addr.lower() or
-                                             recipient in r.orcpt.lower() for r in info.rcpts):
+        if recipient is not None and not _has_recipient(info, recipient):
             continue
         matched.append(qid)
     return {"total": len(matched), "offset": offset, "limit": limit,
