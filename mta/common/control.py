@@ -26,7 +26,7 @@ T = TypeVar("T")
 log = logging.getLogger("postern.control")
 
 MAX_CONTROL_FILE: Final = 64 * 1024 * 1024  # refuse absurd files instead of reading them
-CHECK_INTERVAL: Final = 1.0  # seconds between stat() calls per file
+CHECK_INTERVAL: Final = 1.0  # seconds between stat() calls per file (renames: at once)
 _BAD_CHARS = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")  # tab and LF are the only controls
 
 
@@ -96,22 +96,36 @@ class ControlFile(Generic[T]):
         self._lock = threading.Lock()
         self._signature: tuple[int, int, int] | None | str = "unread"
         self._checked = float("-inf")
+        self._dir_signature: int | None = None
         self._value: T = self._fallback
         self.error: str | None = None
         self.loaded_once = False
 
     def get(self) -> T:
+        """The current value. A file replaced by rename (the publisher, most editors) changes
+        its directory's mtime and is seen at once; an in-place edit within ``check_interval``.
+        """
         now = time.monotonic()
-        if now - self._checked >= self._interval:
+        if now - self._checked >= self._interval or self._directory_changed():
             with self._lock:
-                if now - self._checked >= self._interval:
-                    self._refresh()
-                    self._checked = now
+                self._dir_signature = self._directory_signature()
+                self._refresh()
+                self._checked = now
         return self._value
+
+    def _directory_signature(self) -> int | None:
+        try:
+            return os.stat(self.path.parent).st_mtime_ns
+        except OSError:
+            return None
+
+    def _directory_changed(self) -> bool:
+        return self._directory_signature() != self._dir_signature
 
     def reload(self) -> T:
         """Check the file now, whatever the interval."""
         with self._lock:
+            self._dir_signature = self._directory_signature()
             self._refresh()
             self._checked = time.monotonic()
         return self._value

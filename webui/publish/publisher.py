@@ -143,18 +143,32 @@ def _files_match(control: Path, files: dict[str, bytes]) -> bool:
     return True
 
 
+def _advance_mtime(target: Path, old_second: int | None) -> None:
+    """Give a rewritten file a later whole-second mtime than the file it replaced.
+
+    Dovecot notices a new passwd-file by (mtime in seconds, size); a password changed within
+    the same second as the previous write keeps both, and Dovecot would keep the old hash.
+    """
+    if old_second is not None and int(target.stat().st_mtime) <= old_second:
+        later = old_second + 1
+        os.utime(target, (later, later), follow_symlinks=False)
+
+
 def _write(control: Path, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         target = control / name
         owner, group, mode = _ownership(control, name)
+        old_second: int | None = None
         try:
             st = target.stat()
             if target.read_bytes() == data and (st.st_mode & 0o777) == mode and \
                     owner in (-1, st.st_uid) and group in (-1, st.st_gid):
                 continue  # unchanged: do not make every daemon reload
+            old_second = int(st.st_mtime)
         except OSError:
             pass
         write_atomic(target, data, mode=mode, owner=owner, group=group)
+        _advance_mtime(target, old_second)
     # A setting reset to its default: remove its file so the daemons use qmail's default.
     removed = False
     for name in _managed_setting_names() - set(files):

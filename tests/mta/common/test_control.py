@@ -48,3 +48,26 @@ def test_broken_at_first_load_uses_the_fail_closed_fallback(tmp_path) -> None:  
                      fallback=frozenset(), check_interval=0)
     assert cf.get() == frozenset()
     assert cf.error is not None
+
+
+def test_a_file_replaced_by_rename_is_seen_at_once_whatever_the_interval(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from mta.util.atomic import write_atomic
+
+    path = tmp_path / "rcpthosts"
+    write_atomic(path, b"a.example\n")
+    cf = ControlFile(path, lambda d: frozenset(parse_lines(d)), missing=frozenset(),
+                     check_interval=3600)
+    assert cf.get() == {"a.example"}
+    write_atomic(path, b"a.example\nb.example\n")
+    assert cf.get() == {"a.example", "b.example"}
+
+
+def test_an_in_place_edit_waits_for_the_interval(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "databytes"
+    path.write_bytes(b"1000\n")
+    cf = ControlFile(path, lambda d: parse_number(d) or 0, missing=0, check_interval=3600)
+    assert cf.get() == 1000
+    with open(path, "r+b") as f:  # same inode, directory untouched
+        f.write(b"2000\n")
+    assert cf.get() == 1000
+    assert cf.reload() == 2000
