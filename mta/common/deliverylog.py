@@ -1,8 +1,8 @@
 """The delivery log: one JSON object a line in ``log/delivery.log``, rotated by size.
 
-Written by ``queue`` (received) and ``send`` (started, delivered, deferred, bounced,
-expired). Each event is one ``write()`` on an ``O_APPEND`` descriptor, so lines from two
-daemons never interleave. Field values come from the network (addresses, remote replies):
+Written by ``send`` alone (received, started, delivered, deferred, bounced, expired, ...;
+``log/`` is its directory, readable by the web and worker users). Each event is one
+``write()`` on an ``O_APPEND`` descriptor, so lines never interleave. Field values come from the network (addresses, remote replies):
 ``json.dumps`` escapes them, so a newline in a reply can never forge a second event.
 Rotation renames the file to ``delivery.log.1`` (keeping ``KEEP`` old files); writers
 notice the rename by inode and reopen.
