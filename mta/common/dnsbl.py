@@ -24,13 +24,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-import dns.asyncresolver
 import dns.exception
-import dns.nameserver
 import dns.resolver
 
 from mta.common.address import AddressError, parse_domain
 from mta.common.control import ControlError, parse_lines
+from mta.common.resolver import make_resolver
 
 log = logging.getLogger("postern.dnsbl")
 
@@ -84,15 +83,7 @@ class DnsblChecker:
     def __init__(self, nameservers: Iterable[tuple[str, int]] = (), *,
                  timeout: float = DNS_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        servers = list(nameservers)
-        if servers:
-            self._resolver = dns.asyncresolver.Resolver(configure=False)
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port)
-                                          for ip, port in servers]
-        else:
-            self._resolver = dns.asyncresolver.Resolver()
-        self._resolver.timeout = timeout
-        self._resolver.lifetime = timeout
+        self._resolver = make_resolver(nameservers, timeout=timeout)
         self._timeout = timeout
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, Listing | None]] = {}

@@ -36,14 +36,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final
 
-import dns.asyncresolver
 import dns.exception
 import dns.name
-import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 
 from mta.remote.routes import Relay
+from mta.common.resolver import make_resolver
 
 DNS_TIMEOUT: Final = 5.0          # seconds per server try
 DNS_LIFETIME: Final = 30.0        # seconds for one question in all (RFC 1123 §6.1.3.3 "retries")
@@ -100,15 +99,7 @@ class MxResolver:
                  timeout: float = DNS_TIMEOUT, lifetime: float = DNS_LIFETIME,
                  clock: Callable[[], float] = time.monotonic,
                  rng: random.Random | None = None) -> None:
-        servers = list(nameservers)
-        if servers:
-            self._resolver = dns.asyncresolver.Resolver(configure=False)
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port)
-                                          for ip, port in servers]
-        else:
-            self._resolver = dns.asyncresolver.Resolver()
-        self._resolver.timeout = timeout
-        self._resolver.lifetime = lifetime
+        self._resolver = make_resolver(nameservers, timeout=timeout, lifetime=lifetime)
         self._resolver.retry_servfail = False
         self.local_names = {n.lower().rstrip(".") for n in local_names}
         addrs = interface_addresses() if local_addresses is None else set(local_addresses)

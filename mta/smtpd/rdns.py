@@ -16,11 +16,11 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
-import dns.asyncresolver
 import dns.exception
-import dns.nameserver
 import dns.resolver
 import dns.reversename
+
+from mta.common.resolver import make_resolver
 
 log = logging.getLogger("postern.smtpd")
 
@@ -33,14 +33,7 @@ class ReverseResolver:
     def __init__(self, nameservers: Iterable[tuple[str, int]] = (), *,
                  timeout: float = RDNS_TIMEOUT,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        servers = list(nameservers)
-        if servers:
-            self._resolver = dns.asyncresolver.Resolver(configure=False)
-            self._resolver.nameservers = [dns.nameserver.Do53Nameserver(ip, port)
-                                          for ip, port in servers]
-        else:
-            self._resolver = dns.asyncresolver.Resolver()
-        self._resolver.timeout = self._resolver.lifetime = timeout
+        self._resolver = make_resolver(nameservers, timeout=timeout)
         self._timeout = timeout
         self._clock = clock
         self._cache: dict[str, tuple[float, str | None]] = {}
