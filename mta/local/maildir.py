@@ -204,6 +204,53 @@ def quota_usage(fds: dict[str, int], quota: int) -> int:
     return used
 
 
+def sync_quota(mail_root: str | os.PathLike[str], mailbox: Mailbox) -> bool:
+    """Make an existing Maildir's ``maildirsize`` state the configured quota, or remove it.
+
+    Dovecot reports (and enforces on IMAP APPEND) the limit in ``maildirsize``; without this a
+    changed or removed quota would only reach it at the next delivery. A Maildir that does not
+    exist yet is left alone (delivery creates it). Returns whether anything was changed.
+
+    Raises:
+        MaildirError: a symlinked or unreadable path component (refused, as for delivery).
+    """
+    if not os.path.lexists(os.path.join(mail_root, mailbox.domain, mailbox.local)):
+        return False
+    root = os.open(mail_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fds: dict[str, int] = {}
+    try:
+        dom = _open_dir(mailbox.domain, root, create=False)  # refuses symlinks
+        try:
+            fds["."] = _open_dir(mailbox.local, dom, create=False)
+        finally:
+            os.close(dom)
+        if not mailbox.quota:
+            try:
+                os.unlink(MAILDIRSIZE, dir_fd=fds["."])
+            except FileNotFoundError:
+                return False
+            return True
+        for sub in ("tmp", "new", "cur"):
+            fds[sub] = _open_dir(sub, fds["."], create=True)
+        before = _read_header(fds["."])
+        quota_usage(fds, mailbox.quota)  # rewrites the file when its header is not the quota
+        return before != f"{mailbox.quota}S"
+    finally:
+        close_all(fds)
+        os.close(root)
+
+
+def _read_header(maildir_fd: int) -> str | None:
+    try:
+        fd = os.open(MAILDIRSIZE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=maildir_fd)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 64).split(b"\n", 1)[0].decode("ascii", "replace")
+    finally:
+        os.close(fd)
+
+
 def _quota_add(fds: dict[str, int], size: int) -> None:
     try:
         fd = os.open(MAILDIRSIZE, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,

@@ -35,6 +35,8 @@ from mta.util.unixsock import bind_unix
 
 log = logging.getLogger("postern.local")
 
+QUOTA_SYNC_INTERVAL = 2.0  # seconds between checks of control/mailboxes for quota changes
+
 
 async def serve(server: LocalServer, sock: socket.socket) -> None:
     srv = await asyncio.start_unix_server(server.handle, sock=sock)
@@ -42,9 +44,22 @@ async def serve(server: LocalServer, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    quotas = asyncio.create_task(keep_quotas_in_sync(server))
     async with srv:
         await stop.wait()
+    quotas.cancel()
     server.pool.shutdown(wait=True)
+
+
+async def keep_quotas_in_sync(server: LocalServer) -> None:
+    """Check every QUOTA_SYNC_INTERVAL whether ``mailboxes`` changed; resync quota files."""
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            await loop.run_in_executor(server.pool, server.sync_quotas)
+        except Exception:  # never let a quota file take the daemon down
+            log.exception("quota file sync failed")
+        await asyncio.sleep(QUOTA_SYNC_INTERVAL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

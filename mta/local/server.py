@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from mta.common import ipc
-from mta.common.addressbook import AddressBookFiles
+from mta.common.addressbook import AddressBook, AddressBookFiles
 from mta.common.frames import FrameError, read_frame
 from mta.common.paths import StateDir
 from mta.common.queuedirs import QueueDirs
 from mta.common.results import Outcome, Result
-from mta.local.maildir import deliver
+from mta.local.maildir import MaildirError, deliver, sync_quota
 from mta.local.protocol import Job, JobAssembler, encode_result
 
 log = logging.getLogger("postern.local")
@@ -36,6 +36,24 @@ class LocalServer:
         self.book = AddressBookFiles(state.control)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="deliver")
         self._queue: QueueDirs | None = None
+        self._quota_book: AddressBook | None = None
+
+    def sync_quotas(self) -> int:
+        """After ``mailboxes`` changed, bring every existing Maildir's quota file in line.
+
+        Runs in the delivery pool (blocking I/O); returns how many Maildirs changed.
+        """
+        book = self.book.get()
+        if book is self._quota_book:
+            return 0
+        self._quota_book = book
+        changed = 0
+        for mailbox in book.mailboxes.values():
+            try:
+                changed += sync_quota(self.state.mail, mailbox)
+            except (OSError, MaildirError) as exc:
+                log.warning("cannot update the quota file of %s: %s", mailbox.address, exc)
+        return changed
 
     def queue(self) -> QueueDirs:
         if self._queue is None:

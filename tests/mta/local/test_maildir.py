@@ -122,3 +122,31 @@ def test_quota_is_a_temporary_failure_and_maildirsize_is_kept(tmp_path: Path, ma
 def test_crlf_to_lf_is_chunking_independent(data: bytes, size: int) -> None:
     chunks = [data[i:i + size] for i in range(0, len(data), size)]
     assert b"".join(crlf_to_lf(iter(chunks))) == data.replace(b"\r\n", b"\n")
+
+
+def test_sync_quota_follows_a_changed_or_removed_quota(tmp_path: Path, mail: Path) -> None:
+    from mta.local.maildir import sync_quota
+
+    fd = message_fd(tmp_path)
+    mb = Mailbox("quinn", "example.com", quota=10_000)
+    assert deliver(mail, mb, fd, "", "quinn@example.com").outcome is Outcome.DELIVERED
+    size_file = mail / "example.com" / "quinn" / "maildirsize"
+    lines = size_file.read_text().splitlines()
+    assert lines[0] == "10000S"
+    used = sum(int(line.split()[0]) for line in lines[1:])
+    assert used > 0
+    assert sync_quota(mail, mb) is False  # already right: untouched
+    raised = Mailbox("quinn", "example.com", quota=50_000)
+    assert sync_quota(mail, raised) is True
+    lines = size_file.read_text().splitlines()
+    assert lines[0] == "50000S"
+    assert sum(int(line.split()[0]) for line in lines[1:]) == used  # rebuilt, same usage
+    assert sync_quota(mail, Mailbox("quinn", "example.com")) is True
+    assert not size_file.exists()
+
+
+def test_sync_quota_creates_nothing_for_a_mailbox_never_delivered_to(mail: Path) -> None:
+    from mta.local.maildir import sync_quota
+
+    assert sync_quota(mail, Mailbox("new", "example.com", quota=1000)) is False
+    assert list(mail.iterdir()) == []

@@ -97,3 +97,20 @@ def test_malformed_frames_close_the_connection_and_daemon_lives(local: StateDir)
     qid = put_message(local, b"Subject: after\r\n\r\n")
     assert run_job(local, encode_job(qid, b"", [b"joe@example.com"]), 1)[0][0] is Outcome.DELIVERED
     assert os.stat(local.local_socket).st_mode & 0o777 == 0o660
+
+
+def test_a_changed_quota_reaches_maildirsize_without_a_delivery(local: StateDir) -> None:
+    from mta.util.atomic import write_atomic
+
+    write_atomic(local.control / "mailboxes", b"joe@example.com:quota=5000\n")
+    qid = put_message(local, b"Subject: q\r\n\r\nbody\r\n")
+    assert run_job(local, encode_job(qid, b"", [b"joe@example.com"]), 1)[0][0] \
+        is Outcome.DELIVERED
+    size_file = local.mail / "example.com" / "joe" / "maildirsize"
+    assert size_file.read_text().startswith("5000S\n")
+    # Dovecot reads this file: raising the quota must not wait for the next delivery,
+    write_atomic(local.control / "mailboxes", b"joe@example.com:quota=9000\n")
+    wait_for(lambda: size_file.read_text().startswith("9000S\n"), what="the new quota")
+    # and removing it removes the file.
+    write_atomic(local.control / "mailboxes", b"joe@example.com\n")
+    wait_for(lambda: not size_file.exists(), what="maildirsize removed")
