@@ -18,7 +18,9 @@ from mta.common import ipc
 from mta.common.frames import FrameError, encode, read_frame
 from mta.common.queuedirs import SPLIT_KINDS, QueueDirs, QueueIdError, parse_id
 from mta.util.atomic import fsync_dir
+from mta.util.unixsock import PeerCheck
 
+SEND_ONLY = PeerCheck([ipc.DAEMON_USERS[ipc.Daemon.SEND]])  # ipc.PEERS: only send
 log = logging.getLogger("postern.clean")
 
 # info last: while it exists, send still knows the message (queuedirs.SPLIT_KINDS order).
@@ -45,6 +47,10 @@ def remove(queue: QueueDirs, raw_id: bytes) -> str | None:
 
 async def handle(queue: QueueDirs, reader: asyncio.StreamReader,
                  writer: asyncio.StreamWriter) -> None:
+    if not SEND_ONLY.allows(writer.get_extra_info("socket")):
+        log.warning("refusing a clean.sock connection: the peer is not send")
+        writer.close()
+        return
     try:
         while True:
             frame = await read_frame(reader, ipc.CLEAN_CLIENT_FRAMES)

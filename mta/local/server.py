@@ -24,9 +24,11 @@ from mta.common.queuedirs import QueueDirs
 from mta.common.results import Outcome, Result
 from mta.local.maildir import MaildirError, deliver, sync_quota
 from mta.local.protocol import Job, JobAssembler, encode_result
+from mta.util.unixsock import PeerCheck
 
 log = logging.getLogger("postern.local")
 
+SEND_ONLY = PeerCheck([ipc.DAEMON_USERS[ipc.Daemon.SEND]])  # ipc.PEERS: only send
 MAX_THREADS: Final = 64  # parallel deliveries; send's concurrencylocal bounds the real number
 
 
@@ -61,6 +63,10 @@ class LocalServer:
         return self._queue
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not SEND_ONLY.allows(writer.get_extra_info("socket")):
+            log.warning("refusing a local.sock connection: the peer is not send")
+            writer.close()
+            return
         assembler = JobAssembler()
         loop = asyncio.get_running_loop()
         try:

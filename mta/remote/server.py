@@ -29,8 +29,9 @@ from mta.common.queuedirs import QueueDirs
 from mta.common.results import Outcome, Result
 from mta.local.protocol import Job, JobAssembler, encode_result
 from mta.remote.delivery import Deliverer
-from mta.util.unixsock import bind_unix
+from mta.util.unixsock import PeerCheck, bind_unix
 
+SEND_ONLY = PeerCheck([ipc.DAEMON_USERS[ipc.Daemon.SEND]])  # ipc.PEERS: only send
 log = logging.getLogger("postern.remote")
 
 # Message parameters remote understands (the rest are recorded by send, not needed here).
@@ -53,6 +54,10 @@ class RemoteServer:
         return await asyncio.start_unix_server(self.handle, sock=sock)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not SEND_ONLY.allows(writer.get_extra_info("socket")):
+            log.warning("refusing a remote.sock connection: the peer is not send")
+            writer.close()
+            return
         assembler = JobAssembler()
         try:
             while True:

@@ -7,7 +7,10 @@ before they drop privileges. Trusts its caller: the path is built by ``mta.commo
 from __future__ import annotations
 
 import os
+import pwd
 import socket
+import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 BACKLOG = 128
@@ -50,3 +53,45 @@ def bind_unix(path: Path, mode: int = 0o660, *, backlog: int = BACKLOG,
     sock.listen(backlog)
     sock.setblocking(False)
     return sock
+
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid (Linux SO_PEERCRED)
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The uid of the process at the other end of a connected UNIX socket (from the kernel)."""
+    _pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                    _UCRED.size))
+    return int(uid)
+
+
+class PeerCheck:
+    """Who may talk to a socket beyond what its mode allows: root, this process's own user,
+    and the named users. The file mode admits a whole group; this narrows it to the peers a
+    protocol names (``ipc.PEERS``). Users that do not exist (single-user runs) are skipped.
+
+    The uids are looked up at the first check, i.e. after the daemon dropped privileges.
+    """
+
+    def __init__(self, users: Iterable[str]) -> None:
+        self._users = tuple(users)
+        self._uids: frozenset[int] | None = None
+
+    def allowed_uids(self) -> frozenset[int]:
+        if self._uids is None:
+            uids = {0, os.geteuid()}
+            for user in self._users:
+                try:
+                    uids.add(pwd.getpwnam(user).pw_uid)
+                except KeyError:
+                    pass
+            self._uids = frozenset(uids)
+        return self._uids
+
+    def allows(self, sock: socket.socket | None) -> bool:
+        if sock is None:
+            return False
+        try:
+            return peer_uid(sock) in self.allowed_uids()
+        except OSError:
+            return False
