@@ -24,7 +24,6 @@ import asyncio
 import functools
 import logging
 import os
-import signal
 import socket
 from collections.abc import Sequence
 
@@ -38,10 +37,7 @@ log = logging.getLogger("postern.clean")
 
 async def serve(queue: QueueDirs, sock: socket.socket) -> None:
     srv = await asyncio.start_unix_server(functools.partial(handle, queue), sock=sock)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = daemon.stop_event()
     async with srv:
         await stop.wait()
 

@@ -9,7 +9,9 @@ supervisor (or systemd's journal) collects it.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
+import signal
 import sys
 
 from mta.common.paths import StateDir
@@ -29,3 +31,12 @@ def setup(name: str, args: argparse.Namespace) -> StateDir:
     logging.basicConfig(stream=sys.stderr, level=getattr(logging, args.log_level),
                         format=f"{name}: %(levelname)s %(name)s: %(message)s")
     return StateDir.from_arg(args.state)
+
+
+def stop_event() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT; call it inside the daemon's running event loop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 from collections.abc import Sequence
 
@@ -40,10 +39,7 @@ QUOTA_SYNC_INTERVAL = 2.0  # seconds between checks of control/mailboxes for quo
 
 async def serve(server: LocalServer, sock: socket.socket) -> None:
     srv = await asyncio.start_unix_server(server.handle, sock=sock)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = daemon.stop_event()
     quotas = asyncio.create_task(keep_quotas_in_sync(server))
     async with srv:
         await stop.wait()

@@ -18,17 +18,15 @@ from typing import Final
 
 from mta.common import ipc
 from mta.common.addressbook import AddressBook, AddressBookFiles
-from mta.common.frames import FrameError, read_frame
 from mta.common.paths import StateDir
 from mta.common.queuedirs import QueueDirs
 from mta.common.results import Outcome, Result
+from mta.local.jobserver import serve_jobs
 from mta.local.maildir import MaildirError, deliver, sync_quota
-from mta.local.protocol import Job, JobAssembler, encode_result
-from mta.util.unixsock import PeerCheck
+from mta.local.protocol import Job
 
 log = logging.getLogger("postern.local")
 
-SEND_ONLY = PeerCheck([ipc.DAEMON_USERS[ipc.Daemon.SEND]])  # ipc.PEERS: only send
 MAX_THREADS: Final = 64  # parallel deliveries; send's concurrencylocal bounds the real number
 
 
@@ -63,29 +61,12 @@ class LocalServer:
         return self._queue
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not SEND_ONLY.allows(writer.get_extra_info("socket")):
-            log.warning("refusing a local.sock connection: the peer is not send")
-            writer.close()
-            return
-        assembler = JobAssembler()
         loop = asyncio.get_running_loop()
-        try:
-            while True:
-                frame = await read_frame(reader, ipc.DELIVERY_CLIENT_FRAMES)
-                if frame is None:
-                    break
-                job = assembler.feed(frame)
-                if job is None:
-                    continue
-                results = await loop.run_in_executor(self.pool, self.run_job, job)
-                writer.write(b"".join(encode_result(r) for r in results))
-                await writer.drain()
-        except FrameError as exc:
-            log.warning("closing a local.sock connection: %s", exc)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+
+        async def run_in_pool(job: Job) -> list[Result]:
+            return await loop.run_in_executor(self.pool, self.run_job, job)
+
+        await serve_jobs(reader, writer, run_in_pool, ipc.LOCAL_SOCKET)
 
     def run_job(self, job: Job) -> list[Result]:
         """Deliver one job: one result per recipient, in order. Never raises."""

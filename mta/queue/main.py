@@ -50,7 +50,6 @@ import fcntl
 import logging
 import os
 import pwd
-import signal
 import socket
 import sys
 import time
@@ -106,10 +105,7 @@ def take_lock(path: str | os.PathLike[str]) -> int:
 async def run(server: QueueServer, sock: socket.socket) -> None:
     listener = await server.serve(sock)
     sweeper = asyncio.create_task(server.sweep_forever())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = daemon.stop_event()
     log.info("listening on %s", sock.getsockname())
     await stop.wait()
     log.info("stopping")

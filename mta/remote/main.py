@@ -59,7 +59,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import socket
 from typing import Final
 
@@ -74,10 +73,7 @@ SHUTDOWN_GRACE: Final = 10.0  # seconds deliveries in progress get at SIGTERM
 
 async def run(server: RemoteServer, sock: socket.socket) -> None:
     listener = await server.serve(sock)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = daemon.stop_event()
     log.info("listening on %s", sock.getsockname())
     await stop.wait()
     log.info("stopping")

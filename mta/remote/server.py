@@ -23,15 +23,14 @@ from pathlib import Path
 
 from mta.common import ipc
 from mta.common.address import AddressError, parse_mailbox
-from mta.common.frames import FrameError, read_frame
 from mta.common.paths import StateDir
 from mta.common.queuedirs import QueueDirs
 from mta.common.results import Outcome, Result
-from mta.local.protocol import Job, JobAssembler, encode_result
+from mta.local.jobserver import serve_jobs
+from mta.local.protocol import Job
 from mta.remote.delivery import Deliverer
-from mta.util.unixsock import PeerCheck, bind_unix
+from mta.util.unixsock import bind_unix
 
-SEND_ONLY = PeerCheck([ipc.DAEMON_USERS[ipc.Daemon.SEND]])  # ipc.PEERS: only send
 log = logging.getLogger("postern.remote")
 
 # Message parameters remote understands (the rest are recorded by send, not needed here).
@@ -54,28 +53,7 @@ class RemoteServer:
         return await asyncio.start_unix_server(self.handle, sock=sock)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if not SEND_ONLY.allows(writer.get_extra_info("socket")):
-            log.warning("refusing a remote.sock connection: the peer is not send")
-            writer.close()
-            return
-        assembler = JobAssembler()
-        try:
-            while True:
-                frame = await read_frame(reader, ipc.DELIVERY_CLIENT_FRAMES)
-                if frame is None:
-                    break
-                job = assembler.feed(frame)
-                if job is None:
-                    continue
-                results = await self.run_job(job)
-                writer.write(b"".join(encode_result(r) for r in results))
-                await writer.drain()
-        except FrameError as exc:
-            log.warning("closing a remote.sock connection: %s", exc)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+        await serve_jobs(reader, writer, self.run_job, ipc.REMOTE_SOCKET)
 
     async def run_job(self, job: Job) -> list[Result]:
         """One result per recipient, in order. Never raises."""

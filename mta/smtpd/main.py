@@ -122,10 +122,7 @@ def raise_fd_limit() -> None:
 def run_worker(state: StateDir, listeners: list[Listener],
                counter: limits.ConnectionCounter, options: dict[str, Any]) -> int:
     async def body() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+        stop = daemon.stop_event()
         await serve(state, listeners, counter, stop, **options)
     asyncio.run(body())
     return 0
