@@ -62,7 +62,9 @@ def peak_growth_kib(pid: int, action: Callable[[], object]) -> int:
     from before (the Argon2 hash made at start takes 64 MiB) cannot hide a rise."""
     Path(f"/proc/{pid}/clear_refs").write_text("5")
     before = proc_status(pid, "VmRSS")
-    assert proc_status(pid, "VmHWM") <= before + 64  # the reset worked
+    # The reset worked: the peak is back near the current RSS, far below the 64 MiB Argon2
+    # peak (1 MiB of slack: the idle daemon may allocate between the two reads).
+    assert proc_status(pid, "VmHWM") <= before + 1024
     action()
     return proc_status(pid, "VmHWM") - before
 
