@@ -102,6 +102,43 @@ def fill_queue(queue_root: Path, k: int) -> None:
         chown_like_parent(path)
 
 
+DAEMONS = ("smtpd", "queue", "send", "local", "remote", "clean")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU of ``pid`` and all its descendants (smtpd's workers, say)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry))
+    user, system, todo = 0.0, 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += (int(fields[11]) + int(fields[13])) / TICK
+        system += (int(fields[12]) + int(fields[14])) / TICK
+        todo.extend(children.get(p, []))
+    return user, system
+
+
+def daemon_cpu(app: object) -> dict[str, tuple[float, float]]:
+    out = {}
+    for name in DAEMONS:
+        pid = app.daemon_pid(name)  # type: ignore[attr-defined]
+        if pid is not None:
+            out[name] = cpu_seconds(pid)
+    return out
+
+
 def send_rss_kib(pid: int | None) -> int:
     if pid is None:
         return -1
@@ -138,8 +175,14 @@ def postern(deferred: int = 0) -> Iterator[tuple[int, Path, dict[str, float]]]:
             stats["startup"] = time.monotonic() - t0
             time.sleep(SETTLE)  # same quiet start for every run, big queue or not
             stats["send_rss_kib"] = send_rss_kib(app.daemon_pid("send"))
+            before = daemon_cpu(app)
             yield app.listeners["smtp"][1], app.state.mail / DOMAIN / "user" / "new", stats
             stats["send_rss_kib_after"] = send_rss_kib(app.daemon_pid("send"))
+            after = daemon_cpu(app)
+            for name in after:  # CPU seconds (user, system) each daemon used in the run
+                u0, s0 = before.get(name, (0.0, 0.0))
+                stats[f"cpu_{name}_user"] = after[name][0] - u0
+                stats[f"cpu_{name}_sys"] = after[name][1] - s0
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -175,7 +218,8 @@ def main() -> int:
                 seconds = timed(port, new, args.messages, args.concurrency)
             rate = args.messages / seconds
             results[name].append(rate)
-            extra = "".join(f", {k} {v:.1f}" if k == "startup" else f", {k} {v:.0f}"
+            extra = "".join(f", {k} {v:.1f}" if k == "startup" or k.startswith("cpu_")
+                            else f", {k} {v:.0f}"
                             for k, v in stats.items())
             print(f"round {r + 1} {name}: {args.messages} messages in {seconds:.2f} s = "
                   f"{rate:.0f} msg/s{extra}", flush=True)

@@ -6,12 +6,15 @@ origin=network) from 1 and from 20 concurrent clients for ``--seconds`` each, an
 ``bench/fsync_limit.py``'s 20-thread figure on the same filesystem in the same run. The goal
 (issue 2): at least 0.5 of that limit at 20 clients.
 
-    .venv/bin/python bench/inject.py [--dir DIR] [--seconds 5] [--client-procs 2] [--serial]
+    .venv/bin/python bench/inject.py [--dir DIR] [--seconds 5] [--client-procs 2]
+                                     [--sync group|parallel|serial]
 
 Clients run in ``--client-procs`` processes (asyncio tasks spread over them), because on a
-small machine one Python client process cannot keep the daemon busy. ``--serial`` runs the
-daemon's server with ``FilesystemStore(parallel_fsync=False)`` (the textbook one-fsync-at-a-
-time order, docs/internals.md) to show what the parallel fsyncs gain. It also reports the
+small machine one Python client process cannot keep the daemon busy. ``--sync`` other than
+``group`` (the daemon's default: one shared syncfs per step for every waiting commit) runs the
+daemon's server with ``FilesystemStore(sync=...)``: ``parallel`` (four fsyncs per message,
+three of them in flight at once) or ``serial`` (the textbook one-fsync-at-a-time order,
+docs/internals.md), to show what group commit gains. It also reports the
 20-thread limit *with* a directory fsync per operation: the queue must fsync two
 directories per message, and on ext4 that, not the file fsync, is the expensive part.
 """
@@ -79,8 +82,8 @@ def inject_rate(sock: str, clients: int, seconds: float, procs: int) -> float:
     return total / (time.perf_counter() - start)
 
 
-def serve_serial(root: str) -> None:
-    """The queue daemon's server with the serial fsync order (``--serial``)."""
+def serve_mode(root: str, mode: str) -> None:
+    """The queue daemon's server with another sync mode (``--sync``)."""
     import logging
 
     from mta.common import queuedirs
@@ -91,7 +94,7 @@ def serve_serial(root: str) -> None:
     state = StateDir.single(root)
     state.run.mkdir(parents=True, exist_ok=True)
     sock = bind(state.queue_socket)
-    store = FilesystemStore(queuedirs.create(state.queue), parallel_fsync=False)
+    store = FilesystemStore(queuedirs.create(state.queue), sync=mode)
     server = QueueServer(store=store, privileged_uids=frozenset({os.getuid()}))
 
     async def run() -> None:
@@ -100,9 +103,9 @@ def serve_serial(root: str) -> None:
     asyncio.run(run())
 
 
-def start_daemon(state: StateDir, serial: bool) -> subprocess.Popen[bytes]:
-    if serial:
-        command = [sys.executable, __file__, "--serve-serial", str(state.root)]
+def start_daemon(state: StateDir, mode: str) -> subprocess.Popen[bytes]:
+    if mode != "group":
+        command = [sys.executable, __file__, "--serve-mode", mode, str(state.root)]
     else:
         command = [sys.executable, "-m", "mta.queue", "--state", str(state.root),
                    "--log-level", "WARNING"]
@@ -124,24 +127,26 @@ def main() -> None:
     parser.add_argument("--dir", default=".", help="a directory on the queue's filesystem")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--client-procs", type=int, default=2)
-    parser.add_argument("--serial", action="store_true", help="serial fsync order (see above)")
-    parser.add_argument("--serve-serial", help=argparse.SUPPRESS)
+    parser.add_argument("--sync", choices=["group", "parallel", "serial"], default="group",
+                        help="the store's sync mode (see above)")
+    parser.add_argument("--serve-mode", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_serial:
-        serve_serial(args.serve_serial)
+    if args.serve_mode:
+        serve_mode(args.serve_mode[1], args.serve_mode[0])
         return
     work = Path(tempfile.mkdtemp(prefix="inject-bench-", dir=args.dir))
     state = StateDir.single(work / "var")
-    proc = start_daemon(state, args.serial)
+    proc = start_daemon(state, args.sync)
     try:
         limit = measure(Path(args.dir), 20, args.seconds)
         print(f"fsync_limit threads=20 {limit:8.0f} create+write 4KB+fsync+rename per second")
         dir_limit = measure(Path(args.dir), 20, args.seconds, dir_fsync=True)
         print(f"fsync_limit threads=20 {dir_limit:8.0f} the same + fsync(directory) per second")
-        order = "serial" if args.serial else "parallel"
+        order = {"group": "group-commit syncfs", "parallel": "parallel fsyncs",
+                 "serial": "serial fsyncs"}[args.sync]
         for clients in (1, 20):
             rate = inject_rate(str(state.queue_socket), clients, args.seconds, args.client_procs)
-            print(f"inject clients={clients:<2} {rate:8.0f} messages/s (4 KB, {order} fsyncs), "
+            print(f"inject clients={clients:<2} {rate:8.0f} messages/s (4 KB, {order}), "
                   f"ratio to the 20-thread fsync limit {rate / limit:.2f} "
                   f"(to the limit with a directory fsync {rate / dir_limit:.2f})")
     finally:

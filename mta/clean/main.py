@@ -4,7 +4,7 @@
 DESCRIPTION
     ``python -m mta.clean --state DIR [--user USER]`` serves ``run/clean.sock``; each
     request ``X <queue id>`` removes ``queue/mess``, ``queue/todo`` and ``queue/info`` files
-    of that id (fsyncing each directory) and answers ``K`` or ``Z <text>``.
+    of that id (no fsync: see server.py) and answers ``K`` or ``Z <text>``.
 
 SECURITY
     Runs as postern-queue when started as root with --user (binds first, then drops).

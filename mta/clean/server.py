@@ -3,9 +3,15 @@
 Serves ``run/clean.sock``: ``X <queue id>`` -> ``K`` (removed, or already gone) or
 ``Z <text>``. The id is validated with ``queuedirs.parse_id`` before any path is built, so
 the only files it can ever remove are ``queue/{mess,todo,info}/<N>/<valid id>``. Order:
-info last (send's record of the message is the last thing to go), each directory fsynced
-after its unlink. The peer (send) is trusted no more than the network: a malformed frame
-closes the connection.
+info last (send's record of the message is the last thing to go).
+
+No ``fsync``: send asks only once the message's finished state is on disk (its info file,
+written through a group commit), so a removal that a power failure undoes brings back files
+send already knows to be finished (it asks again at start) or a ``mess`` file alone (debris,
+swept by the queue daemon); no recipient is delivered twice because of it. qmail-clean does
+the same. The unlinks run on the event loop: without a flush they do not wait for the disk.
+
+The peer (send) is trusted no more than the network: a malformed frame closes the connection.
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import os
 from mta.common import ipc
 from mta.common.frames import FrameError, encode, read_frame
 from mta.common.queuedirs import SPLIT_KINDS, QueueDirs, QueueIdError, parse_id
-from mta.util.atomic import fsync_dir
 from mta.util.unixsock import PeerCheck
 
 SEND_ONLY = PeerCheck([ipc.DAEMON_USERS[ipc.Daemon.SEND]])  # ipc.PEERS: only send
@@ -41,7 +46,6 @@ def remove(queue: QueueDirs, raw_id: bytes) -> str | None:
             continue
         except OSError as exc:
             return f"cannot remove {kind}/{qid}: {exc.strerror}"
-        fsync_dir(path.parent)
     return None
 
 
@@ -56,7 +60,7 @@ async def handle(queue: QueueDirs, reader: asyncio.StreamReader,
             frame = await read_frame(reader, ipc.CLEAN_CLIENT_FRAMES)
             if frame is None:
                 break
-            error = await asyncio.to_thread(remove, queue, frame.payload)
+            error = remove(queue, frame.payload)
             if error is None:
                 writer.write(encode(ipc.C.DONE.value))
             else:
