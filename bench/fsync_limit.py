@@ -25,8 +25,16 @@ from pathlib import Path
 PAYLOAD = b"x" * 4096
 
 
-def measure(directory: Path, threads: int, seconds: float, dir_fsync: bool = False) -> float:
-    """Operations per second with ``threads`` threads for about ``seconds`` seconds."""
+def measure(directory: Path, threads: int, seconds: float, dir_fsync: bool = False,
+            leftovers: list[Path] | None = None) -> float:
+    """Operations per second with ``threads`` threads for about ``seconds`` seconds.
+
+    ``leftovers``: append the work directory there instead of removing it now. On ext4
+    without a journal (this machine's root filesystem) a deleted inode is not reused for 60 to
+    360 seconds (``recently_deleted()`` in fs/ext4/ialloc.c), and every file created in that
+    time has the allocator step over it: deleting 15,000 files right before another
+    measurement would slow that one down. The caller removes them when it is done.
+    """
     work = Path(tempfile.mkdtemp(prefix="fsync-limit-", dir=directory))
     done = [0] * threads
     stop = threading.Event()
@@ -61,7 +69,10 @@ def measure(directory: Path, threads: int, seconds: float, dir_fsync: bool = Fal
     for t in pool:
         t.join()
     elapsed = time.perf_counter() - start
-    shutil.rmtree(work)
+    if leftovers is None:
+        shutil.rmtree(work)
+    else:
+        leftovers.append(work)
     return sum(done) / elapsed
 
 

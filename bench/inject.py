@@ -137,10 +137,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="inject-bench-", dir=args.dir))
     state = StateDir.single(work / "var")
     proc = start_daemon(state, args.sync)
+    leftovers: list[Path] = []  # removed at the very end (see fsync_limit.measure)
     try:
-        limit = measure(Path(args.dir), 20, args.seconds)
+        limit = measure(Path(args.dir), 20, args.seconds, leftovers=leftovers)
         print(f"fsync_limit threads=20 {limit:8.0f} create+write 4KB+fsync+rename per second")
-        dir_limit = measure(Path(args.dir), 20, args.seconds, dir_fsync=True)
+        dir_limit = measure(Path(args.dir), 20, args.seconds, dir_fsync=True,
+                            leftovers=leftovers)
         print(f"fsync_limit threads=20 {dir_limit:8.0f} the same + fsync(directory) per second")
         order = {"group": "group-commit syncfs", "parallel": "parallel fsyncs",
                  "serial": "serial fsyncs"}[args.sync]
@@ -153,6 +155,8 @@ def main() -> None:
         proc.terminate()
         proc.wait()
         shutil.rmtree(work)
+        for path in leftovers:
+            shutil.rmtree(path)
 
 
 if __name__ == "__main__":

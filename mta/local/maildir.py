@@ -6,7 +6,10 @@ why not (temporary or permanent). Called by ``mta/local/server.py`` in a worker 
 Steps (maildir(5)): create a unique name in ``tmp/`` with ``O_CREAT|O_EXCL|O_NOFOLLOW``;
 write ``Return-Path:`` and ``Delivered-To:`` then the message with CRLF turned into LF;
 ``fsync``; close; ``link`` into ``new/``; unlink the ``tmp/`` name; ``fsync`` ``new/``.
-Only after that is the recipient reported delivered.
+Only after that is the recipient reported delivered. With ``syncs`` (the local daemon
+passes its ``GroupSyncs``) the two fsyncs are group commits instead: one ``syncfs`` of the
+Maildir's filesystem before the link, one after, each shared by every delivery waiting at
+that step (``mta/util/groupsync.py``) — the same order, one flush per group.
 
 Trust: the Maildir path comes only from a ``Mailbox`` found in the ``mailboxes`` file (whose
 parser refuses ``/``, leading dots and control characters), never from client bytes. Every
@@ -37,6 +40,7 @@ from typing import Final
 
 from mta.common.addressbook import Mailbox
 from mta.common.results import Outcome, Result
+from mta.util.groupsync import GroupSyncs
 
 log = logging.getLogger("postern.local")
 
@@ -266,14 +270,14 @@ def _quota_add(fds: dict[str, int], size: int) -> None:
 # --- delivery -------------------------------------------------------------------------
 
 def deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
-            sender: str, recipient: str) -> Result:
+            sender: str, recipient: str, *, syncs: GroupSyncs | None = None) -> Result:
     """Deliver the message open on ``message_fd`` (CRLF, as stored) to ``mailbox``.
 
     ``sender`` is the envelope sender ("" for <>), ``recipient`` the address for the
     ``Delivered-To:`` line. Returns DELIVERED only after the data and ``new/`` are fsynced.
     """
     try:
-        return _deliver(mail_root, mailbox, message_fd, sender, recipient)
+        return _deliver(mail_root, mailbox, message_fd, sender, recipient, syncs)
     except MaildirError as exc:
         return exc.result
     except OSError as exc:
@@ -285,7 +289,7 @@ def deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int
 
 
 def _deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
-             sender: str, recipient: str) -> Result:
+             sender: str, recipient: str, syncs: GroupSyncs | None) -> Result:
     if has_delivered_to(message_fd, recipient):
         return Result(Outcome.PERMANENT,
                       f"5.4.6 mail loop: the message already has Delivered-To: {recipient}",
@@ -315,19 +319,30 @@ def _deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: in
                     written = os.write(fd, view)
                     view = view[written:]
                 size += len(data)
-            os.fsync(fd)
+            if syncs is None:
+                os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp_name, dir_fd=fds["tmp"])
             raise
         os.close(fd)
+        group = syncs.for_fd(fds["new"]) if syncs is not None else None
+        if group is not None:
+            try:
+                group.sync()              # the data, before its name appears in new/
+            except BaseException:
+                os.unlink(tmp_name, dir_fd=fds["tmp"])
+                raise
         name = tmp_name[:-4].rsplit(",S=", 1)[0] + f",S={size}"
         try:
             os.link(tmp_name, name, src_dir_fd=fds["tmp"], dst_dir_fd=fds["new"],
                     follow_symlinks=False)
         finally:
             os.unlink(tmp_name, dir_fd=fds["tmp"])
-        os.fsync(fds["new"])
+        if group is not None:
+            group.sync()                  # the new/ entry
+        else:
+            os.fsync(fds["new"])
         if mailbox.quota:
             _quota_add(fds, size)
         return Result(Outcome.DELIVERED, f"2.0.0 delivered to {mailbox.address} as {name}",

@@ -5,7 +5,8 @@ One job: serve ``run/local.sock``. Each connection carries jobs one after anothe
 must be a configured mailbox (``mailboxes``; ``send`` has already expanded aliases): the
 Maildir path is the configured name, never the bytes ``send`` sent. The message is opened
 read-only from ``queue/mess`` by the validated id. Deliveries run in a thread pool
-(``fsync`` blocks); the asyncio loop only moves frames.
+(flushes block); the asyncio loop only moves frames. Deliveries in flight at once share
+their flushes (one ``GroupSyncs`` per daemon: a group commit per filesystem).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from mta.common.results import Outcome, Result
 from mta.local.jobserver import serve_jobs
 from mta.local.maildir import MaildirError, deliver, sync_quota
 from mta.local.protocol import Job
+from mta.util.groupsync import GroupSyncs
 
 log = logging.getLogger("postern.local")
 
@@ -35,6 +37,7 @@ class LocalServer:
         self.state = state
         self.book = AddressBookFiles(state.control)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="deliver")
+        self.syncs = GroupSyncs()
         self._queue: QueueDirs | None = None
         self._quota_book: AddressBook | None = None
 
@@ -95,7 +98,8 @@ class LocalServer:
             return Result(Outcome.PERMANENT, f"5.1.1 <{address}>: no such mailbox here",
                           "5.1.1")
         try:
-            result = deliver(self.state.mail, mailbox, fd, sender, mailbox.address)
+            result = deliver(self.state.mail, mailbox, fd, sender, mailbox.address,
+                             syncs=self.syncs)
         except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the daemon
             log.exception("%s: delivery to %s crashed", job.queue_id, address)
             result = Result(Outcome.TEMPORARY, f"4.3.0 local delivery failed: {exc}", "4.3.0")

@@ -2,7 +2,8 @@
 
 ``SendService`` is the I/O shell around ``scheduler.Scheduler``: it preprocesses
 ``queue/todo`` (woken by the ``run/trigger`` FIFO, and rescanning periodically) into
-``queue/info`` (``routing.py``; temp -> fsync -> rename, then the todo entry is removed),
+``queue/info`` (``routing.py``; ``saver.py`` writes the states in groups, one shared flush
+for all of them, then the todo entry is removed),
 keeps ``concurrencylocal``/``concurrencyremote`` connections to ``run/local.sock`` and
 ``run/remote.sock``, persists every result before acting on it, injects DSNs through
 ``run/queue.sock`` (origin=bounce), asks ``run/clean.sock`` to remove finished messages,
@@ -37,9 +38,10 @@ from mta.queue.client import Injection, QueuePermanentError, QueueError
 from mta.send import bounce, info as infofile, status
 from mta.send.info import InfoError, MessageInfo
 from mta.send.routing import job_params, route_envelope
+from mta.send.saver import InfoSaver
 from mta.send.scheduler import Job, Scheduler
 from mta.send.settings import Settings
-from mta.util.atomic import write_atomic
+from mta.util.groupsync import GroupSync
 
 log = logging.getLogger("postern.send")
 
@@ -50,7 +52,6 @@ PREPROCESS_PARALLEL: Final = 16
 WORKER_BACKOFF: Final = 1.0    # seconds a slot rests after its worker socket failed
 MAX_INFO: Final = 64 * 1024 * 1024  # bytes: 10,000 recipients with long texts fit
 CLEAN_BATCH: Final = 256       # clean requests written before reading their answers
-INFO_MODE: Final = 0o640
 SAVE_RETRY_MAX: Final = 5.0    # seconds between attempts to write queue/info on a full disk
 
 
@@ -68,6 +69,7 @@ class SendService:
         self.settings = Settings(state.control)
         self.book = AddressBookFiles(state.control)
         self.queue = QueueDirs.open(state.queue)
+        self.saver = InfoSaver(self.queue, GroupSync.open(state.queue))
         self.dlog = DeliveryLog(state.log)
         self.sched = Scheduler(lifetime=self.settings.queuelifetime.get())
         self.jobs: dict[str, asyncio.Queue[Job]] = {}
@@ -130,18 +132,14 @@ class SendService:
         async with lock:
             while True:
                 data = info.encode()  # the newest state, taken under the lock
-                try:
-                    await asyncio.to_thread(write_atomic, self.queue.info(info.id), data,
-                                            INFO_MODE)
-                    if info.id not in self._saved:
-                        self._saved.add(info.id)
-                        await asyncio.to_thread(self._unlink, self.queue.todo(info.id))
+                error = await self.saver.save(info.id, data, first=info.id not in self._saved)
+                if error is None:     # durable; a first save also removed the todo entry
+                    self._saved.add(info.id)
                     return
-                except OSError as exc:
-                    log.error("%s: cannot write the delivery state (%s); retrying in %.1f s",
-                              info.id, exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, SAVE_RETRY_MAX)
+                log.error("%s: cannot write the delivery state (%s); retrying in %.1f s",
+                          info.id, error, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, SAVE_RETRY_MAX)
 
     # --- startup and todo -----------------------------------------------------------------
     def _load_all(self) -> list[MessageInfo]:
@@ -158,7 +156,7 @@ class SendService:
                     try:
                         qid = parse_id(entry.name)
                     except QueueIdError:
-                        continue  # write_atomic's temp files, strays
+                        continue  # the saver's temp files (.<id>.tmp), strays
                     if qid.inode % self.queue.split != n:
                         continue
                     text = entry.name

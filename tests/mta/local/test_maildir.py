@@ -150,3 +150,61 @@ def test_sync_quota_creates_nothing_for_a_mailbox_never_delivered_to(mail: Path)
 
     assert sync_quota(mail, Mailbox("new", "example.com", quota=1000)) is False
     assert list(mail.iterdir()) == []
+
+
+def test_group_commit_deliveries_share_flushes_and_all_arrive(tmp_path: Path, mail: Path) -> None:
+    """20 threads deliver at once through one GroupSyncs: every message is in new/, whole,
+    with fewer flushes than the two per delivery that fsync would need."""
+    import threading
+
+    from mta.util.groupsync import GroupSyncs
+
+    syncs = GroupSyncs()
+    mb = Mailbox("joe", "example.com")
+    results = []
+    barrier = threading.Barrier(20)
+
+    def one(i: int) -> None:
+        fd = message_fd(tmp_path / f"m{i}", MESSAGE)
+        try:
+            barrier.wait()
+            results.append(deliver(mail, mb, fd, "", "joe@example.com", syncs=syncs))
+        finally:
+            os.close(fd)
+
+    for i in range(20):
+        (tmp_path / f"m{i}").mkdir()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [r.outcome for r in results] == [Outcome.DELIVERED] * 20
+    box = mailbox.Maildir(mail / "example.com" / "joe", create=False)
+    assert len(box) == 20
+    assert all(box.get_bytes(k).endswith(b"\nline one\nline two\n") for k in box.keys())
+    assert os.listdir(mail / "example.com" / "joe" / "tmp") == []
+    fd = os.open(mail, os.O_RDONLY)
+    try:
+        group = syncs.for_fd(fd)
+    finally:
+        os.close(fd)
+    assert group.callers == 40 and group.rounds < 40
+    syncs.close()
+
+
+def test_a_failed_group_flush_is_temporary_and_leaves_nothing(tmp_path: Path, mail: Path) -> None:
+    import errno as errno_
+
+    from mta.util.groupsync import GroupSyncs
+
+    def failing(fd: int) -> None:
+        raise OSError(errno_.EIO, os.strerror(errno_.EIO))
+
+    syncs = GroupSyncs(syncfs=failing)
+    r = deliver(mail, Mailbox("joe", "example.com"), message_fd(tmp_path), "",
+                "joe@example.com", syncs=syncs)
+    assert r.outcome is Outcome.TEMPORARY
+    for sub in ("tmp", "new"):
+        assert os.listdir(mail / "example.com" / "joe" / sub) == []
+    syncs.close()
