@@ -38,6 +38,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from freshfs import temp_on_fresh_fs  # noqa: E402
 
 from mta.common import queuedirs  # noqa: E402
 from mta.send.info import MessageInfo, Rcpt  # noqa: E402
@@ -150,7 +153,7 @@ def send_rss_kib(pid: int | None) -> int:
 
 @contextmanager
 def postern(deferred: int = 0) -> Iterator[tuple[int, Path, dict[str, float]]]:
-    base = Path(tempfile.mkdtemp(prefix="postern-bench-", dir="/tmp"))
+    base = Path(tempfile.mkdtemp(prefix="postern-bench-"))
     os.chmod(base, 0o711)
     root = base / "var"
     stats: dict[str, float] = {}
@@ -204,6 +207,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fresh-fs", action="store_true",
+                        help="each run on a new ext4 filesystem (bench/freshfs.py; root)")
     parser.add_argument("--scale", type=int, default=0, help="deferred messages (Postern only)")
     args = parser.parse_args()
     if args.scale:
@@ -214,7 +219,7 @@ def main() -> int:
     results: dict[str, list[float]] = {name: [] for name, _ in runs}
     for r in range(args.rounds):
         for name, start in runs:
-            with start() as (port, new, stats):
+            with temp_on_fresh_fs(args.fresh_fs), start() as (port, new, stats):
                 seconds = timed(port, new, args.messages, args.concurrency)
             rate = args.messages / seconds
             results[name].append(rate)

@@ -36,6 +36,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from freshfs import temp_on_fresh_fs  # noqa: E402
 
 from tests.harness import running_appliance  # noqa: E402
 from tests.interop.postfix_instance import PostfixInstance  # noqa: E402
@@ -183,6 +186,8 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--fresh-fs", action="store_true",
+                        help="each run on a new ext4 filesystem (bench/freshfs.py; root)")
     parser.add_argument("--only", choices=["postern", "postfix"])
     parser.add_argument("--remote-only", action="store_true",
                         help="bench the remote daemon alone (jobs over remote.sock)")
@@ -202,7 +207,8 @@ def main() -> int:
         for name, server in (("postern", postern), ("postfix", postfix)):
             if args.only and name != args.only:
                 continue
-            seconds = timed(server, args.messages, args.concurrency)
+            with temp_on_fresh_fs(args.fresh_fs):
+                seconds = timed(server, args.messages, args.concurrency)
             results[name].append(args.messages / seconds)
             print(f"round {r + 1} {name}: {args.messages} messages in {seconds:.2f} s = "
                   f"{args.messages / seconds:.0f} msg/s", flush=True)

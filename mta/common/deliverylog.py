@@ -4,8 +4,8 @@ Written by ``send`` alone (received, started, delivered, deferred, bounced, expi
 ``log/`` is its directory, readable by the web and worker users). Each event is one
 ``write()`` on an ``O_APPEND`` descriptor, so lines never interleave. Field values come from the network (addresses, remote replies):
 ``json.dumps`` escapes them, so a newline in a reply can never forge a second event.
-Rotation renames the file to ``delivery.log.1`` (keeping ``KEEP`` old files); writers
-notice the rename by inode and reopen.
+Rotation renames the file to ``delivery.log.1`` (keeping ``KEEP`` old files) and reopens;
+a rename by someone else (logrotate) is noticed by inode within ``RECHECK`` seconds.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any, Final
 LOG_NAME: Final = "delivery.log"
 MAX_BYTES: Final = 16 * 1024 * 1024
 KEEP: Final = 5
+RECHECK: Final = 1.0  # seconds between checks that the path still names the open file
 EVENTS: Final = frozenset({"received", "started", "delivered", "deferred", "bounced",
                            "expired", "failed", "dropped"})
 
@@ -33,6 +34,8 @@ class DeliveryLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._ino = -1
+        self._size = 0
+        self._checked = 0.0
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append one event. Never raises for I/O errors: the log must not stop mail."""
@@ -43,13 +46,17 @@ class DeliveryLog:
         with self._lock:
             try:
                 fd = self._open()
-                os.write(fd, line)
-                if os.fstat(fd).st_size > self._max:
+                self._size += os.write(fd, line)
+                if self._size > self._max:
                     self._rotate()
             except OSError:
                 pass
 
     def _open(self) -> int:
+        now = time.monotonic()
+        if self._fd is not None and now - self._checked < RECHECK:
+            return self._fd
+        self._checked = now
         try:
             ino = os.stat(self.path).st_ino
         except FileNotFoundError:
@@ -59,7 +66,8 @@ class DeliveryLog:
                 os.close(self._fd)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
                                0o640)
-            self._ino = os.fstat(self._fd).st_ino
+            st = os.fstat(self._fd)
+            self._ino, self._size = st.st_ino, st.st_size
         return self._fd
 
     def _rotate(self) -> None:
@@ -68,6 +76,9 @@ class DeliveryLog:
             if older.exists():
                 os.replace(older, self.path.with_name(f"{LOG_NAME}.{n + 1}"))
         os.replace(self.path, self.path.with_name(f"{LOG_NAME}.1"))
+        if self._fd is not None:   # the next event opens a new delivery.log
+            os.close(self._fd)
+            self._fd = None
 
     def close(self) -> None:
         with self._lock:

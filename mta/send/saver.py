@@ -10,8 +10,9 @@ group, which is written in one trip to a thread:
 3. each temp file renamed over ``info/<N>/<id>`` — where readers see it whole;
 4. a second group commit makes the renames durable; only then does any caller go on
    (to bounce, to clean, to forget the todo entry);
-5. for a message's first save, its ``todo/<N>/<id>`` entry is removed (no flush needed: a
-   ``todo`` entry beside an ``info`` file is removed again at the next start).
+5. for a message's first save, its ``todo/<N>/<id>`` entry is removed, after the callers
+   were answered (no flush needed: a ``todo`` entry beside an ``info`` file is removed
+   again at the next start).
 
 That is two flushes per group instead of two fsyncs per message (the file and its
 directory). An error for one message (a full disk) fails that save alone; its temp file is
@@ -64,6 +65,11 @@ class InfoSaver:
             self._flushing = asyncio.get_running_loop().create_task(self._flush())
         return await done
 
+    async def drained(self) -> None:
+        """Wait until every save asked for so far is written and its todo entry is gone."""
+        while self._flushing is not None and not self._flushing.done():
+            await asyncio.shield(self._flushing)
+
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending[:SAVE_BATCH], self._pending[SAVE_BATCH:]
@@ -71,17 +77,22 @@ class InfoSaver:
             try:
                 results = await asyncio.to_thread(
                     write_group, self.queue, self.group, [(s.queue_id, s.data, s.first)
-                                                          for s in batch])
+                                                          for s in batch], unlink_todo=False)
             except OSError as exc:   # the group commit itself failed: nothing is durable
                 results = [exc] * len(batch)
             for s, result in zip(batch, results):
                 if not s.done.done():
                     s.done.set_result(result)
+            todo = [self.queue.todo(s.queue_id) for s, result in zip(batch, results)
+                    if s.first and result is None]
+            if todo:                                      # 5, off the callers' path
+                await asyncio.to_thread(lambda: [_unlink(path) for path in todo])
 
 
-def write_group(queue: QueueDirs, group: GroupSync,
-                items: list[tuple[str, bytes, bool]]) -> list[OSError | None]:
-    """Steps 1-5 of the module docstring for ``items`` (id, state, first save); blocking.
+def write_group(queue: QueueDirs, group: GroupSync, items: list[tuple[str, bytes, bool]],
+                *, unlink_todo: bool = True) -> list[OSError | None]:
+    """Steps 1-4 of the module docstring for ``items`` (id, state, first save), and step 5
+    with ``unlink_todo``; blocking.
 
     Returns one result per item. Raises ``OSError`` only when a group commit fails, which
     fails every item (their temp files are removed; old states stay as they were).
@@ -124,7 +135,7 @@ def write_group(queue: QueueDirs, group: GroupSync,
         group.sync()                                  # 4: the names
     for i in renamed:
         queue_id, _, first = items[i]
-        if first:
+        if first and unlink_todo:
             _unlink(queue.todo(queue_id))             # 5
     return results
 

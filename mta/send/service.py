@@ -220,6 +220,28 @@ class SendService:
         # is saved (save()), one fsync'ed write per message fewer than writing it here.
         return route_envelope(text, env, size, self.book.get())
 
+    def _new_todo(self) -> list[QueueId]:
+        """The todo entries send does not know yet. Runs in a thread; names already being
+        preprocessed or scheduled are skipped before parsing (the scan runs after every
+        injection, and a busy queue has hundreds of such entries)."""
+        known, busy = self.sched.messages, self._preprocessing   # read-only here
+        out = []
+        for n in range(self.queue.split):
+            try:
+                names = os.listdir(self.queue.subdir("todo", n))
+            except FileNotFoundError:
+                continue
+            for name in names:
+                if name in known or name in busy:
+                    continue
+                try:
+                    qid = parse_id(name)
+                except QueueIdError:
+                    continue
+                if qid.inode % self.queue.split == n:
+                    out.append(qid)
+        return out
+
     @staticmethod
     def _unlink(path: os.PathLike[str]) -> None:
         try:
@@ -229,8 +251,7 @@ class SendService:
 
     async def scan_todo(self) -> None:
         self._last_scan = time.monotonic()
-        ids = [q for q in await asyncio.to_thread(lambda: list(self.queue.ids("todo")))
-               if str(q) not in self._preprocessing and str(q) not in self.sched.messages]
+        ids = await asyncio.to_thread(self._new_todo)
         sem = asyncio.Semaphore(PREPROCESS_PARALLEL)
 
         async def one(qid: QueueId) -> None:

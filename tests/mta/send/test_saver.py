@@ -27,8 +27,11 @@ def test_concurrent_saves_share_flushes_and_land_whole(tmp_path: Path) -> None:
         queue.todo(q).write_bytes(b"envelope")
 
     async def main() -> list[OSError | None]:
-        return await asyncio.gather(*(saver.save(q, f"state of {q}".encode(), first=i % 2 == 0)
-                                      for i, q in enumerate(names)))
+        results = await asyncio.gather(*(saver.save(q, f"state of {q}".encode(),
+                                                    first=i % 2 == 0)
+                                         for i, q in enumerate(names)))
+        await saver.drained()   # the todo entries go after the callers were answered
+        return list(results)
 
     assert asyncio.run(main()) == [None] * 200
     for i, q in enumerate(names):
