@@ -109,7 +109,7 @@ DAEMONS = ("smtpd", "queue", "send", "local", "remote", "clean")
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
+def cpu_seconds(pid: int, descendants: bool = True) -> tuple[float, float]:
     """(user, system) CPU of ``pid`` and all its descendants (smtpd's workers, say)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -129,7 +129,8 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
             continue
         user += (int(fields[11]) + int(fields[13])) / TICK
         system += (int(fields[12]) + int(fields[14])) / TICK
-        todo.extend(children.get(p, []))
+        if descendants:
+            todo.extend(children.get(p, []))
     return user, system
 
 
@@ -139,6 +140,7 @@ def daemon_cpu(app: object) -> dict[str, tuple[float, float]]:
         pid = app.daemon_pid(name)  # type: ignore[attr-defined]
         if pid is not None:
             out[name] = cpu_seconds(pid)
+    out["supervisor"] = cpu_seconds(app.process.pid, descendants=False)  # type: ignore[attr-defined]
     return out
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from freshfs import fresh_filesystem  # noqa: E402
 from fsync_limit import measure  # noqa: E402
 
 from mta.common.paths import StateDir  # noqa: E402
@@ -130,10 +131,21 @@ def main() -> None:
     parser.add_argument("--sync", choices=["group", "parallel", "serial"], default="group",
                         help="the store's sync mode (see above)")
     parser.add_argument("--serve-mode", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--fresh-fs", action="store_true",
+                        help="run on a new ext4 filesystem instead of --dir (bench/freshfs.py)")
     args = parser.parse_args()
     if args.serve_mode:
         serve_mode(args.serve_mode[1], args.serve_mode[0])
         return
+    if args.fresh_fs:
+        with fresh_filesystem() as mountpoint:
+            args.dir = str(mountpoint)
+            run(args)
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="inject-bench-", dir=args.dir))
     state = StateDir.single(work / "var")
     proc = start_daemon(state, args.sync)
