@@ -205,11 +205,12 @@ class SendService:
         try:
             size = os.stat(self.queue.mess(qid)).st_size
         except FileNotFoundError:
-            # clean is removing it right now, or a crash lost send's unlink of a finished
-            # message's todo entry: nothing to deliver either way.
-            if text not in self._bad_todo:
-                log.info("todo entry %s has no message file; skipped", text)
-                self._bad_todo.add(text)
+            # clean is removing it right now, or a crash undid the unlink of a finished
+            # message's todo entry (neither send's nor clean's unlinks are flushed): nothing
+            # to deliver either way. queue renames mess/ before todo/, so this is never a
+            # commit in progress; the entry is removed (send removes todo entries anyway).
+            log.info("todo entry %s has no message file; removed", text)
+            self._unlink(todo)
             return None
         except OSError as exc:
             if text not in self._bad_todo:

@@ -188,3 +188,27 @@ def test_queue_lifetime_last_try_then_bounce(state: StateDir) -> None:
     assert b"Status: 5.4.7" in dsn.as_bytes() and b"4.2.2" in dsn.as_bytes()
     kinds = [e["event"] for e in events(state) if e.get("id") == qid]
     assert "expired" in kinds and "bounced" in kinds
+
+
+def test_a_todo_entry_without_its_message_is_removed_not_delivered(state: StateDir) -> None:
+    """What a power failure can leave once clean's unlinks are not flushed: a todo entry
+    whose message is gone. send removes it (never delivers, never keeps it forever)."""
+    from mta.common.envelope import Envelope
+    from mta.common.queuedirs import QueueDirs, make_id
+
+    setup_state(state)
+    with running(state, "queue", "local", "clean", "send"):
+        inject(state.queue_socket, b"s@remote.example", [b"joe@example.com"], MSG)
+        wait_for(lambda: maildir(state, "joe"), what="a first delivery")
+        wait_for(lambda: not queue_files(state), what="clean")
+        queue = QueueDirs.open(state.queue)
+        orphan = make_id(int(time.time()), 1, 987_654_321)
+        envelope = Envelope(uid=0, pid=1, origin="network", birth=int(time.time()),
+                            sender=b"s@remote.example", recipients=(b"joe@example.com",))
+        path = queue.todo(orphan)
+        path.write_bytes(envelope.encode())
+        parent = os.stat(path.parent)
+        os.chown(path, parent.st_uid, parent.st_gid)
+        inject(state.queue_socket, b"s@remote.example", [b"ann@example.com"], MSG)  # a scan
+        wait_for(lambda: not path.exists(), what="the orphan todo entry removed", timeout=40)
+    assert len(maildir(state, "joe")) == 1
