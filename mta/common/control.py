@@ -89,6 +89,7 @@ class ControlFile(Generic[T]):
                  missing: T, fallback: T | None = None,
                  check_interval: float = CHECK_INTERVAL) -> None:
         self.path = Path(path)
+        self._dir = str(self.path.parent)  # stat()ed at every get(): no Path work there
         self._parse = parse
         self._missing = missing
         self._fallback = missing if fallback is None else fallback
@@ -115,7 +116,7 @@ class ControlFile(Generic[T]):
 
     def _directory_signature(self) -> int | None:
         try:
-            return os.stat(self.path.parent).st_mtime_ns
+            return os.stat(self._dir).st_mtime_ns
         except OSError:
             return None
 
