@@ -35,7 +35,7 @@ QMAIL_DEFAULTS: Final = {
     "me": "none: run `postern init`", "rcpthosts": "no domain (fail closed)",
     "locals": "the contents of me", "virtualdomains": "none", "smtproutes": "none (MX for all)",
     "databytes": "0 (no limit)", "timeoutsmtpd": "1200", "timeoutremote": "1200",
-    "timeoutconnect": "60", "concurrencylocal": "10", "concurrencyremote": "20",
+    "timeoutconnect": "60", "concurrencylocal": "20", "concurrencyremote": "20",
     "queuelifetime": "604800", "bouncefrom": "MAILER-DAEMON", "bouncehost": "me",
     "doublebounceto": "postmaster", "doublebouncehost": "me",
     "defaultdomain": "me without its first label", "helohost": "me", "badmailfrom": "none",

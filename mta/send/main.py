@@ -18,7 +18,7 @@ SECURITY
     ``postern queue`` (status.sock, read-only: no verb writes, no body is ever served).
 
 CONTROL FILES
-    concurrencylocal (10), concurrencyremote (20), queuelifetime (604800), bouncefrom
+    concurrencylocal (20), concurrencyremote (20), queuelifetime (604800), bouncefrom
     (MAILER-DAEMON), bouncehost (me), doublebounceto (postmaster), doublebouncehost (me),
     me, and the routing files of mta/common/addressbook.py. See docs/control.md.
 

@@ -79,7 +79,7 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 _number(1, 86400)),
     SettingSpec("timeoutconnect", "60", "seconds remote waits for a connection",
                 _number(1, 3600)),
-    SettingSpec("concurrencylocal", "10", "simultaneous local deliveries", _number(1, 1000)),
+    SettingSpec("concurrencylocal", "20", "simultaneous local deliveries", _number(1, 1000)),
     SettingSpec("concurrencyremote", "20", "simultaneous remote deliveries",
                 _number(1, 10000)),
     SettingSpec("queuelifetime", "604800 (one week)", "seconds a message may stay queued",
