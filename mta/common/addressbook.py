@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from mta.common.address import Address, AddressError, parse_domain, parse_mailbox, quote_local
-from mta.common.control import (CHECK_INTERVAL, ControlError, ControlFile, parse_lines,
+from mta.common.control import (CHECK_INTERVAL, ControlError, ControlFile, Memo, parse_lines,
                                 parse_single)
 
 log = logging.getLogger("postern.addressbook")
@@ -426,8 +426,13 @@ class AddressBookFiles:
         self._inputs: tuple[object, ...] | None = None
         self._book = AddressBook()
         self.error: str | None = None
+        self._memo: Memo[AddressBook] = Memo(d, check_interval=kw)
 
     def get(self) -> AddressBook:
+        """The current book (one stat of the directory while nothing changed)."""
+        return self._memo.get(self._build)
+
+    def _build(self) -> AddressBook:
         locals_: frozenset[str] | None = self._locals.get()
         if locals_ is None:  # qmail: locals defaults to me
             me = self._me.get()

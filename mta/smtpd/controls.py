@@ -15,7 +15,8 @@ from typing import Final
 
 from mta.common import dnsbl, passwd, rcpthosts, tcprules
 from mta.common.address import Address, AddressError, parse_domain, parse_mailbox
-from mta.common.control import ControlError, ControlFile, parse_lines, parse_number, parse_single
+from mta.common.control import (ControlError, ControlFile, Memo, parse_lines, parse_number,
+                                parse_single)
 
 log = logging.getLogger("postern.smtpd")
 
@@ -120,8 +121,13 @@ class Controls:
             d / "badmailfrom", parse_badmailfrom, missing=BadMailFrom(), **kw)  # type: ignore[arg-type]
         self.receivedauth: ControlFile[bool] = ControlFile(
             d / "receivedauth", parse_flag, missing=False, **kw)  # type: ignore[arg-type]
+        self._memo: Memo[Settings] = Memo(d, check_interval=check_interval)
 
     def settings(self) -> Settings:
+        """The current settings (one stat of the directory while nothing changed)."""
+        return self._memo.get(self._build)
+
+    def _build(self) -> Settings:
         me = self.me.get() or "localhost"
         timeout = self.timeoutsmtpd.get()
         maxrcpt = self.maxrcpt.get()

@@ -71,3 +71,36 @@ def test_an_in_place_edit_waits_for_the_interval(tmp_path) -> None:  # type: ign
         f.write(b"2000\n")
     assert cf.get() == 1000
     assert cf.reload() == 2000
+
+
+def test_memo_rebuilds_on_a_rename_at_once_and_otherwise_after_the_interval(tmp_path: Path) -> None:
+    import time as time_
+
+    from mta.common.control import Memo
+    from mta.util.atomic import write_atomic
+
+    builds: list[int] = []
+
+    def build() -> int:
+        builds.append(1)
+        return len(builds)
+
+    memo: Memo[int] = Memo(tmp_path, check_interval=0.3)
+    assert memo.get(build) == 1
+    assert memo.get(build) == 1 and len(builds) == 1      # nothing changed: no rebuild
+    time_.sleep(0.01)                                     # a new directory mtime tick
+    write_atomic(tmp_path / "rcpthosts", b"a.example\n")  # replaced by rename
+    assert memo.get(build) == 2                           # seen at once
+    time_.sleep(0.35)
+    assert memo.get(build) == 3                           # the interval passed
+    always: Memo[int] = Memo(tmp_path, check_interval=0)
+    assert always.get(build) == 4 and always.get(build) == 5
+
+
+def test_memo_of_a_missing_directory_always_rebuilds(tmp_path: Path) -> None:
+    from mta.common.control import Memo
+
+    memo: Memo[int] = Memo(tmp_path / "gone", check_interval=60)
+    calls = iter(range(10))
+    assert memo.get(lambda: next(calls)) == 0
+    assert memo.get(lambda: next(calls)) == 1
