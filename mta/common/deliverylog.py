@@ -1,8 +1,11 @@
 """The delivery log: one JSON object a line in ``log/delivery.log``, rotated by size.
 
 Written by ``send`` alone (received, started, delivered, deferred, bounced, expired, ...;
-``log/`` is its directory, readable by the web and worker users). Each event is one
-``write()`` on an ``O_APPEND`` descriptor, so lines never interleave. Field values come from the network (addresses, remote replies):
+``log/`` is its directory, readable by the web and worker users). Lines are written with
+``write()`` on an ``O_APPEND`` descriptor, whole lines only, so they never interleave. From
+an event loop (send's), the events of one loop iteration are gathered and written by one
+``write()`` at the end of it, in order: a busy scheduler emits dozens per iteration, and
+each ``write()`` may wait for the log's last page to finish writeback. Field values come from the network (addresses, remote replies):
 ``json.dumps`` escapes them, so a newline in a reply can never forge a second event.
 Rotation renames the file to ``delivery.log.1`` (keeping ``KEEP`` old files) and reopens;
 a rename by someone else (logrotate) is noticed by inode within ``RECHECK`` seconds.
@@ -10,6 +13,7 @@ a rename by someone else (logrotate) is noticed by inode within ``RECHECK`` seco
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -36,6 +40,7 @@ class DeliveryLog:
         self._ino = -1
         self._size = 0
         self._checked = 0.0
+        self._pending: list[bytes] = []   # lines of this loop iteration, not yet written
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append one event. Never raises for I/O errors: the log must not stop mail."""
@@ -43,14 +48,38 @@ class DeliveryLog:
             raise ValueError(f"unknown delivery log event {kind!r}")
         record = {"time": round(time.time(), 3), "event": kind, **fields}
         line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         with self._lock:
-            try:
-                fd = self._open()
-                self._size += os.write(fd, line)
-                if self._size > self._max:
-                    self._rotate()
-            except OSError:
-                pass
+            if loop is None:
+                self._write([*self._pending, line])
+                self._pending.clear()
+                return
+            self._pending.append(line)
+            if len(self._pending) == 1:
+                loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the lines gathered so far (the loop calls it once per iteration)."""
+        with self._lock:
+            if self._pending:
+                self._write(self._pending)
+                self._pending = []
+
+    def _write(self, lines: list[bytes]) -> None:
+        try:
+            fd = self._open()
+            data = memoryview(b"".join(lines))
+            while data:   # whole lines: a short write is continued, never interleaved
+                n = os.write(fd, data)
+                self._size += n
+                data = data[n:]
+            if self._size > self._max:
+                self._rotate()
+        except OSError:
+            pass
 
     def _open(self) -> int:
         now = time.monotonic()
@@ -81,6 +110,7 @@ class DeliveryLog:
             self._fd = None
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
             if self._fd is not None:
                 os.close(self._fd)

@@ -48,7 +48,7 @@ log = logging.getLogger("postern.send")
 RESCAN: Final = 30.0           # seconds between todo scans without a trigger
 RETRY_SIDE_TASK: Final = 30.0  # seconds before retrying a bounce injection
 RETRY_CLEAN: Final = 2.0       # seconds before asking clean again
-PREPROCESS_PARALLEL: Final = 16
+PREPROCESS_BATCH: Final = 16   # todo entries read and routed per trip to a thread
 WORKER_BACKOFF: Final = 1.0    # seconds a slot rests after its worker socket failed
 MAX_INFO: Final = 64 * 1024 * 1024  # bytes: 10,000 recipients with long texts fit
 CLEAN_BATCH: Final = 256       # clean requests written before reading their answers
@@ -253,23 +253,31 @@ class SendService:
     async def scan_todo(self) -> None:
         self._last_scan = time.monotonic()
         ids = await asyncio.to_thread(self._new_todo)
-        sem = asyncio.Semaphore(PREPROCESS_PARALLEL)
-
-        async def one(qid: QueueId) -> None:
-            async with sem:
-                self._preprocessing.add(str(qid))
-                try:
-                    info = await asyncio.to_thread(self._preprocess, qid)
-                except OSError as exc:
-                    log.error("cannot preprocess %s: %s", qid, exc)
-                    info = None
-                finally:
-                    self._preprocessing.discard(str(qid))
+        # A few at a time per trip to a thread: a trip per message cost more (waking a
+        # thread, the GIL changing hands) than reading and routing the message.
+        for start in range(0, len(ids), PREPROCESS_BATCH):
+            batch = ids[start:start + PREPROCESS_BATCH]
+            names = [str(q) for q in batch]
+            self._preprocessing.update(names)
+            try:
+                infos = await asyncio.to_thread(self._preprocess_many, batch)
+            finally:
+                self._preprocessing.difference_update(names)
+            for info in infos:
                 if info is not None:
                     self.sched.add(info)
                     self.after_change(info)
-                    self.wake()
-        await asyncio.gather(*(one(q) for q in ids))
+            self.wake()
+
+    def _preprocess_many(self, batch: list[QueueId]) -> list[MessageInfo | None]:
+        out = []
+        for qid in batch:
+            try:
+                out.append(self._preprocess(qid))
+            except OSError as exc:
+                log.error("cannot preprocess %s: %s", qid, exc)
+                out.append(None)
+        return out
 
     async def todo_loop(self) -> None:
         """Preprocess todo whenever asked (trigger, rescan), one scan at a time, beside the
@@ -538,6 +546,7 @@ class SendService:
         finally:
             if server is not None:
                 server.close()
+            self.dlog.flush()
             for tasks in self.workers.values():
                 for t in tasks.values():
                     t.cancel()
