@@ -47,6 +47,7 @@ from typing import Final
 from mta.common import queuedirs
 from mta.common.envelope import Envelope, decode
 from mta.common.queuedirs import QueueDirs, QueueId, make_id
+from mta.util.atomic import unlink_logged
 from mta.util.groupsync import GroupSync
 
 log = logging.getLogger("postern.queue.store")
@@ -393,12 +394,7 @@ class _FsDraft(Draft):
 
     @staticmethod
     def _unlink(path: Path) -> None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.error("cannot remove %s: %s", path, exc)
+        unlink_logged(path, log)
 
 
 # --- memory -----------------------------------------------------------------------------------

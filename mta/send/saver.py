@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Final
 
 from mta.common.queuedirs import QueueDirs
+from mta.util.atomic import unlink_logged
 from mta.util.groupsync import GroupSync
 
 log = logging.getLogger("postern.send")
@@ -86,7 +87,7 @@ class InfoSaver:
             todo = [self.queue.todo(s.queue_id) for s, result in zip(batch, results)
                     if s.first and result is None]
             if todo:                                      # 5, off the callers' path
-                await asyncio.to_thread(lambda: [_unlink(path) for path in todo])
+                await asyncio.to_thread(_unlink_all, todo)
 
 
 def write_group(queue: QueueDirs, group: GroupSync, items: list[tuple[str, bytes, bool]],
@@ -141,9 +142,9 @@ def write_group(queue: QueueDirs, group: GroupSync, items: list[tuple[str, bytes
 
 
 def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.error("cannot remove %s: %s", path, exc)
+    unlink_logged(path, log)
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        unlink_logged(path, log)

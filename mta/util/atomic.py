@@ -7,11 +7,23 @@ client bytes.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
 
 FILE_MODE = 0o644
+
+
+def unlink_logged(path: str | os.PathLike[str], log: logging.Logger) -> None:
+    """Remove ``path`` if it is there; any other error is logged on ``log``, never raised
+    (for cleanups after a failure, where the first error is the one to report)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.error("cannot remove %s: %s", path, exc)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
