@@ -22,6 +22,7 @@ removed and the caller retries. Trusts its caller; the ids are validated ``Queue
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ class InfoSaver:
                                                           for s in batch], unlink_todo=False)
             except OSError as exc:   # the group commit itself failed: nothing is durable
                 results = [exc] * len(batch)
+            except Exception as exc:  # a bug: fail these saves (they retry), never hang them
+                log.exception("writing %d delivery states failed", len(batch))
+                results = [OSError(errno.EIO, f"internal error: {exc}")] * len(batch)
             for s, result in zip(batch, results):
                 if not s.done.done():
                     s.done.set_result(result)

@@ -8,6 +8,8 @@ import errno
 import os
 from pathlib import Path
 
+import pytest
+
 from mta.common import queuedirs
 from mta.common.queuedirs import make_id
 from mta.send.saver import InfoSaver, write_group
@@ -83,4 +85,25 @@ def test_a_failed_flush_fails_the_group_and_keeps_the_old_states(tmp_path: Path)
     assert all(isinstance(e, OSError) and e.errno == errno.EIO for e in second)
     assert queue.info(a).read_bytes() == b"old a" and queue.info(b).read_bytes() == b"old b"
     assert list((queue.root / "info").rglob(".*")) == []
+    group.close()
+
+
+def test_a_bug_in_the_writer_fails_the_saves_instead_of_hanging_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mta.send import saver as saver_module
+
+    def broken(*args: object, **kwargs: object) -> list[OSError | None]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(saver_module, "write_group", broken)
+    queue = queuedirs.create(tmp_path / "queue")
+    group = GroupSync.open(queue.root)
+    saver = InfoSaver(queue, group)
+    [a] = ids(1)
+
+    async def main() -> OSError | None:
+        return await asyncio.wait_for(saver.save(a, b"state", first=True), 5)
+
+    error = asyncio.run(main())
+    assert isinstance(error, OSError) and error.errno == errno.EIO
     group.close()
