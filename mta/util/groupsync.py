@@ -101,6 +101,8 @@ class GroupSync:
                     self._syncfs(self.fd)
                 except OSError as exc:
                     error = exc
+                except Exception as exc:  # never report a round as done that was not
+                    error = OSError(errno.EIO, f"syncfs failed: {exc!r}")
                 finally:
                     self._cond.acquire()
                     self._running = False
