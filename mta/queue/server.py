@@ -260,7 +260,27 @@ class _Connection:
         self.pending.clear()
         envelope = self.session.envelope(birth=int(time.time()))
         draft, self.draft = self.draft, None
-        return await self.server._blocking(self._write_commit, draft, data, envelope)
+        group = getattr(self.server.store, "group", None)
+        if group is None:
+            return await self.server._blocking(self._write_commit, draft, data, envelope)
+        # Group commit: one trip to a thread for the writes, then the two flushes are
+        # awaited as futures (docs/internals.md "Writing a message", steps 3 and 5).
+        draft = await self.server._blocking(self._write_prepare, draft, data, envelope)
+        try:
+            await group.wait()                                    # 3
+            draft.publish()                                       # 4: committed
+            await group.wait()                                    # 5
+        except BaseException:
+            log.error("making %s durable failed; undoing it", draft.queue_id)
+            await self.server._blocking(draft.abort)
+            raise
+        return draft.done()
+
+    def _write_prepare(self, draft: Draft | None, data: bytes, envelope: Envelope) -> Draft:
+        """One trip to a worker thread: create (if needed), write the rest, steps 1-2."""
+        draft = self._write(draft, data) if data or draft is None else draft
+        draft.prepare(envelope)   # aborts the draft itself on failure
+        return draft
 
     def _write_commit(self, draft: Draft | None, data: bytes, envelope: Envelope) -> str:
         """One trip to a worker thread: create (if needed), write the rest, commit."""

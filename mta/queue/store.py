@@ -76,6 +76,18 @@ class Draft(abc.ABC):
         Raises ``OSError``; afterwards nothing of this message is left behind.
         """
 
+    # The commit in three calls, for a store with a group commit (``FilesystemStore`` in
+    # ``group`` mode): ``prepare`` (blocking: steps 1-2), await ``group.wait()``, ``publish``
+    # (step 4, a rename), await ``group.wait()``, ``done``. Any failure: ``abort()``.
+    def prepare(self, envelope: Envelope) -> None:
+        raise NotImplementedError("this store commits in one call")
+
+    def publish(self) -> None:
+        raise NotImplementedError("this store commits in one call")
+
+    def done(self) -> str:
+        raise NotImplementedError("this store commits in one call")
+
     @abc.abstractmethod
     def abort(self) -> None:
         """Forget the message; remove every file it created. Safe to call twice."""
@@ -265,6 +277,7 @@ class _FsDraft(Draft):
             self._unlink(self._tmp)
             raise
         store.track(self.queue_id, True)
+        self._split: tuple[Path, Path, Path] | None = None
         self.size = 0
         self._created: list[Path] = [self._tmp]
         self._committed = False
@@ -326,6 +339,42 @@ class _FsDraft(Draft):
         finally:
             os.close(fd)
         self._store.fsync_dir(mess.parent)
+
+    def prepare(self, envelope: Envelope) -> None:
+        """Steps 1-2 of a split group commit (see ``Draft``); blocking."""
+        if self._fd is None:
+            raise ValueError("draft is closed")
+        dirs = self._store.dirs
+        self._split = (dirs.mess(self._qid), dirs.tmp / f"{self.queue_id}.e",
+                       dirs.todo(self._qid))
+        mess, env_tmp, _ = self._split
+        try:
+            os.rename(self._tmp, mess)                            # 1
+            self._created = [mess]
+            os.close(self._write_envelope(env_tmp, envelope.encode()))  # 2
+            self._close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def publish(self) -> None:
+        """Step 4, after the first group commit: the rename into todo/."""
+        if self._split is None:
+            raise ValueError("publish() before prepare()")
+        mess, env_tmp, todo = self._split
+        try:
+            os.rename(env_tmp, todo)
+            self._created = [todo, mess]
+        except BaseException:
+            self.abort()
+            raise
+
+    def done(self) -> str:
+        """After the second group commit: the id may be given out."""
+        self._committed = True
+        self._created = []
+        self._store.track(self.queue_id, False)
+        return self.queue_id
 
     def _prepare_group(self, group: GroupSync, mess: Path, env_tmp: Path,
                        encoded: bytes) -> None:

@@ -22,6 +22,7 @@ Trusts its callers; the descriptors are their own directories.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import errno
@@ -68,6 +69,9 @@ class GroupSync:
         self._failed: dict[int, OSError] = {}
         self.rounds = 0         # for benchmarks and tests: syncfs calls made
         self.callers = 0        # sync() calls served
+        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._syncer: threading.Thread | None = None
+        self._stop = False
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **kwargs: Callable[[int], None]) -> "GroupSync":
@@ -79,9 +83,60 @@ class GroupSync:
             raise
 
     def close(self) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    async def wait(self) -> None:
+        """``sync()`` for an event loop: the same promise, without a thread blocked per
+        caller. One syncer thread runs the rounds; each round resolves the futures of every
+        coroutine that was waiting when it began, with one wake-up of their loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            self.callers += 1
+            self._waiters.append((loop, future))
+            if self._syncer is None:
+                self._syncer = threading.Thread(target=self._sync_rounds, name="syncfs",
+                                                daemon=True)
+                self._syncer.start()
+            self._cond.notify_all()
+        await future
+
+    def _sync_rounds(self) -> None:
+        while True:
+            with self._cond:
+                while not self._waiters and not self._stop:
+                    self._cond.wait()
+                batch, self._waiters = self._waiters, []
+                stop = self._stop
+            error: OSError | None = None
+            if batch:
+                try:
+                    self._syncfs(self.fd)
+                except OSError as exc:
+                    error = OSError(exc.errno or errno.EIO,
+                                    f"group commit failed: {exc.strerror}")
+                except Exception as exc:
+                    error = OSError(errno.EIO, f"syncfs failed: {exc!r}")
+                with self._cond:
+                    self.rounds += 1
+                by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+                for loop, future in batch:
+                    by_loop.setdefault(loop, []).append(future)
+                for loop, futures in by_loop.items():
+                    try:
+                        loop.call_soon_threadsafe(_settle, futures, error)
+                    except RuntimeError:   # that loop is closed: nobody is waiting
+                        pass
+            if stop:
+                return
 
     def sync(self) -> None:
         """Return once everything this thread wrote before the call is on disk."""
@@ -116,6 +171,15 @@ class GroupSync:
             error = self._failed.get(target)
         if error is not None:
             raise OSError(error.errno or errno.EIO, f"group commit failed: {error.strerror}")
+
+
+def _settle(futures: list[asyncio.Future[None]], error: OSError | None) -> None:
+    for future in futures:
+        if not future.done():
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
 
 
 class GroupSyncs:

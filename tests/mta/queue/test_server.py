@@ -343,3 +343,57 @@ def test_silent_client_times_out_in_process(tmp_path: Path) -> None:
     assert header[:1] == b"Z" and text == b"4.4.2 timed out waiting for the client"
     assert store.committed() == [queue_id] and store.tmp_entries() == []
     assert store.read_message(queue_id) == b"whole\r\n"
+
+
+@pytest.mark.parametrize("failing_round", [1, 2])
+def test_a_failed_group_flush_answers_z_and_keeps_nothing(tmp_path: Path,
+                                                          failing_round: int) -> None:
+    """The daemon's split group commit (prepare in a thread, the two flushes awaited): a
+    flush that fails, before or after the rename into todo/, answers Z and leaves no file;
+    the next message goes through."""
+    import errno as errno_
+
+    from mta.common import queuedirs
+    from mta.queue.client import QueueTemporaryError
+    from mta.queue.server import QueueServer, bind
+    from mta.queue.store import FilesystemStore
+
+    store = FilesystemStore(queuedirs.create(tmp_path / "queue"))
+    assert store.group is not None
+    rounds = {"n": 0}
+    real = store.group._syncfs
+
+    def syncfs(fd: int) -> None:
+        rounds["n"] += 1
+        if rounds["n"] == failing_round:
+            raise OSError(errno_.EIO, os.strerror(errno_.EIO))
+        real(fd)
+
+    store.group._syncfs = syncfs  # type: ignore[method-assign]
+    server = QueueServer(store=store, privileged_uids=frozenset({os.getuid()}))
+    path = tmp_path / "queue.sock"
+
+    async def scenario() -> tuple[str, str]:
+        listener = await server.serve(bind(path))
+        bad = await AsyncInjection.open(path, origin="network")
+        await bad.begin(b"", [b"a@b.example"])
+        await bad.write(b"lost in the flush")
+        try:
+            await bad.commit()
+            failure = ""
+        except QueueTemporaryError as exc:
+            failure = exc.text
+        good = await AsyncInjection.open(path, origin="network")
+        await good.begin(b"", [b"a@b.example"])
+        await good.write(b"whole")
+        queue_id = await good.commit()
+        listener.close()
+        return failure, queue_id
+
+    failure, queue_id = asyncio.run(scenario())
+    server.shutdown()
+    assert failure.startswith("4.3.0"), failure
+    assert store.committed() == [queue_id] and store.messages() == [queue_id]
+    assert store.tmp_entries() == []
+    assert store.read_message(queue_id) == b"whole\r\n"
+    store.close()

@@ -164,3 +164,60 @@ def test_groups_are_one_per_filesystem(tmp_path: Path) -> None:
         os.close(a)
         os.close(b)
         groups.close()
+
+
+def test_async_waiters_are_covered_by_a_round_that_began_after_them(tmp_path: Path) -> None:
+    import asyncio
+
+    rec = Recorder(duration=0.003)
+    group = GroupSync.open(tmp_path, syncfs=rec)
+    calls: list[tuple[float, float]] = []
+
+    async def one() -> None:
+        for _ in range(5):
+            t0 = time.monotonic()
+            await group.wait()
+            calls.append((t0, time.monotonic()))
+
+    async def main() -> None:
+        await asyncio.gather(*(one() for _ in range(20)))
+
+    asyncio.run(main())
+    group.close()
+    assert len(calls) == 100 and rec.max_active == 1
+    for t0, t1 in calls:
+        assert any(t0 <= start and end <= t1 for start, end in rec.rounds), (t0, t1)
+    assert group.rounds == len(rec.rounds) < 50
+
+
+def test_an_async_round_that_fails_raises_in_all_its_waiters(tmp_path: Path) -> None:
+    import asyncio
+
+    started, gate = threading.Event(), threading.Event()
+    count = {"n": 0}
+
+    def syncfs(fd: int) -> None:
+        count["n"] += 1
+        if count["n"] == 1:         # round 1: slow and fine; three waiters pile up behind it
+            started.set()
+            gate.wait(5)
+        elif count["n"] == 2:       # round 2 covers all three, and fails
+            raise OSError(errno.EIO, "injected")
+
+    group = GroupSync.open(tmp_path, syncfs=syncfs)
+
+    async def main() -> tuple[object, list[object], object]:
+        first = asyncio.ensure_future(group.wait())
+        assert await asyncio.to_thread(started.wait, 5)
+        waiters = [asyncio.ensure_future(group.wait()) for _ in range(3)]
+        while group.callers < 4:
+            await asyncio.sleep(0.001)
+        gate.set()
+        return await first, list(await asyncio.gather(*waiters, return_exceptions=True)), \
+            await group.wait()
+
+    first, waiters, third = asyncio.run(main())
+    group.close()
+    assert first is None and third is None
+    assert all(isinstance(e, OSError) and e.errno == errno.EIO for e in waiters), waiters
+    assert group.rounds == 3
