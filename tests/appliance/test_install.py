@@ -221,12 +221,12 @@ def test_upgrade_keeps_admin_edits_and_delivers_what_was_queued(tmp_path: Path) 
         assert {n: (state.control / n).read_bytes() for n in edited} == edited
 
         with running_appliance(base, web=False, submission=False):
-            box = mailbox.Maildir(state.mail / me / "carol", factory=None, create=False)
-
             def delivered() -> list[bytes]:
-                try:
+                try:   # the Maildir appears with the first delivery, maybe not yet
+                    box = mailbox.Maildir(state.mail / me / "carol", factory=None,
+                                          create=False)
                     bodies = [m.as_bytes() for m in box]
-                except FileNotFoundError:
+                except (FileNotFoundError, mailbox.NoSuchMailboxError):
                     return []
                 return bodies if len(bodies) >= len(markers) else []
             bodies = support.wait_for(delivered, timeout=60, what="the queued messages")
