@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -29,6 +31,22 @@ def require_root(reason: str) -> None:
         if REQUIRE_ALL:
             pytest.fail(f"needs root: {reason}")
         pytest.skip(f"needs root: {reason}")
+
+
+def droppable_base(prefix: str) -> Path:
+    """A fresh world-traversable directory under /var/tmp whose ``var`` state the daemons can
+    still reach once they drop root; or skip (a failure under POSTERN_REQUIRE_ALL=1) saying
+    why (e.g. an interpreter under /root: .ci/run makes its venv elsewhere)."""
+    from appliance import permissions
+    from mta.common.paths import StateDir
+
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    os.chmod(base, 0o755)
+    why = permissions.unreachable(StateDir.single(base / "var"))
+    if why is not None:
+        shutil.rmtree(base)
+        pytest.skip(why)
+    return base
 
 
 def free_port(host: str = "127.0.0.1") -> int:

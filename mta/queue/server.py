@@ -260,7 +260,7 @@ class _Connection:
         self.pending.clear()
         envelope = self.session.envelope(birth=int(time.time()))
         draft, self.draft = self.draft, None
-        group = getattr(self.server.store, "group", None)
+        group = self.server.store.group
         if group is None:
             return await self.server._blocking(self._write_commit, draft, data, envelope)
         # Group commit: one trip to a thread for the writes, then the two flushes are

@@ -103,6 +103,8 @@ class CleanupReport:
 class QueueStore(abc.ABC):
     """The queue as the queue daemon (and its tests) sees it."""
 
+    group: GroupSync | None = None  # set by a store whose drafts commit in split steps
+
     @abc.abstractmethod
     def new_message(self) -> Draft:
         """Start a message (creates its temporary file). Raises ``OSError``."""
@@ -294,15 +296,24 @@ class _FsDraft(Draft):
     def commit(self, envelope: Envelope) -> str:
         if self._fd is None:
             raise ValueError("draft is closed")
+        group = self._store.group
+        if group is not None:          # the split commit, with both flushes waited for here
+            self.prepare(envelope)                                # 1-2
+            try:
+                group.sync()                                      # 3
+                self.publish()                                    # 4: committed
+                group.sync()                                      # 5
+            except BaseException:
+                log.error("making %s durable failed; undoing it", self.queue_id)
+                self.abort()
+                raise
+            return self.done()
         dirs = self._store.dirs
         mess = dirs.mess(self._qid)
         todo = dirs.todo(self._qid)
         env_tmp = dirs.tmp / f"{self.queue_id}.e"
-        group = self._store.group
         try:
-            if group is not None:
-                self._prepare_group(group, mess, env_tmp, envelope.encode())
-            elif self._store.sync == "parallel":
+            if self._store.sync == "parallel":
                 self._prepare_parallel(mess, env_tmp, envelope.encode())
             else:
                 self._prepare_serial(mess, env_tmp, envelope.encode())
@@ -312,19 +323,13 @@ class _FsDraft(Draft):
             self.abort()
             raise
         try:
-            if group is not None:                                 # 5
-                group.sync()
-            else:
-                self._store.fsync_dir(todo.parent)
+            self._store.fsync_dir(todo.parent)                    # 5
         except BaseException:
-            log.error("making %s durable failed; undoing the commit of %s", todo.parent,
+            log.error("fsync of %s failed; undoing the commit of %s", todo.parent,
                       self.queue_id)
             self.abort()
             raise
-        self._committed = True
-        self._created = []
-        self._store.track(self.queue_id, False)
-        return self.queue_id
+        return self.done()
 
     def _prepare_serial(self, mess: Path, env_tmp: Path, encoded: bytes) -> None:
         """Steps 1-3 the textbook way, one after the other."""
@@ -375,18 +380,6 @@ class _FsDraft(Draft):
         self._created = []
         self._store.track(self.queue_id, False)
         return self.queue_id
-
-    def _prepare_group(self, group: GroupSync, mess: Path, env_tmp: Path,
-                       encoded: bytes) -> None:
-        """Steps 1-3 with one shared syncfs: it covers the message's data, its mess/ entry and
-        the envelope's data, for this commit and every other one waiting at step 3."""
-        assert self._fd is not None
-        os.rename(self._tmp, mess)                                # 1
-        self._created = [mess]
-        fd = self._write_envelope(env_tmp, encoded)               # 2
-        os.close(fd)
-        self._close()
-        group.sync()                                              # 3
 
     def _prepare_parallel(self, mess: Path, env_tmp: Path, encoded: bytes) -> None:
         """Steps 1-3, with their three fsyncs in flight at once.

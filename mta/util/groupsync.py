@@ -31,9 +31,6 @@ import threading
 from collections.abc import Callable
 from typing import Final
 
-ERRORS_KEPT: Final = 64  # failed rounds remembered for late wakers (one per failure)
-
-
 def _load_syncfs() -> Callable[[int], None]:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
     try:
@@ -55,23 +52,33 @@ def _load_syncfs() -> Callable[[int], None]:
 SYNCFS: Final = _load_syncfs()
 
 
+class _Blocked:
+    """A thread waiting in ``sync()``: the round's outcome, and the event that wakes it."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.error: OSError | None = None
+
+
 class GroupSync:
-    """One filesystem's group commit. Thread-safe; ``sync()`` blocks its thread."""
+    """One filesystem's group commit. Thread-safe.
+
+    One syncer thread (started at the first call) runs the rounds, one at a time: it takes
+    every caller waiting when a round begins, runs one ``syncfs``, then wakes them, a thread
+    in ``sync()`` through its event, coroutines in ``wait()`` with one wake-up of their loop.
+    """
 
     def __init__(self, fd: int, *, syncfs: Callable[[int], None] = SYNCFS) -> None:
         self.fd = fd            # any descriptor on the filesystem (owned by this object)
         self.dev = os.fstat(fd).st_dev
         self._syncfs = syncfs
         self._cond = threading.Condition()
-        self._started = 0       # rounds begun; rounds run one at a time, in order
-        self._finished = 0      # rounds completed
-        self._running = False
-        self._failed: dict[int, OSError] = {}
-        self.rounds = 0         # for benchmarks and tests: syncfs calls made
-        self.callers = 0        # sync() calls served
-        self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: list[_Blocked | tuple[asyncio.AbstractEventLoop,
+                                             asyncio.Future[None]]] = []
         self._syncer: threading.Thread | None = None
         self._stop = False
+        self.rounds = 0         # for benchmarks and tests: syncfs calls made
+        self.callers = 0        # sync() and wait() calls served
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **kwargs: Callable[[int], None]) -> "GroupSync":
@@ -93,21 +100,32 @@ class GroupSync:
             os.close(self.fd)
             self.fd = -1
 
+    def sync(self) -> None:
+        """Return once everything this thread wrote before the call is on disk."""
+        blocked = _Blocked()
+        self._enqueue(blocked)
+        blocked.event.wait()
+        if blocked.error is not None:
+            raise blocked.error
+
     async def wait(self) -> None:
         """``sync()`` for an event loop: the same promise, without a thread blocked per
-        caller. One syncer thread runs the rounds; each round resolves the futures of every
-        coroutine that was waiting when it began, with one wake-up of their loop."""
+        caller."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        self._enqueue((loop, future))
+        await future
+
+    def _enqueue(self, waiter: _Blocked | tuple[asyncio.AbstractEventLoop,
+                                                 asyncio.Future[None]]) -> None:
         with self._cond:
             self.callers += 1
-            self._waiters.append((loop, future))
+            self._waiters.append(waiter)
             if self._syncer is None:
                 self._syncer = threading.Thread(target=self._sync_rounds, name="syncfs",
                                                 daemon=True)
                 self._syncer.start()
             self._cond.notify_all()
-        await future
 
     def _sync_rounds(self) -> None:
         while True:
@@ -116,61 +134,35 @@ class GroupSync:
                     self._cond.wait()
                 batch, self._waiters = self._waiters, []
                 stop = self._stop
-            error: OSError | None = None
             if batch:
-                try:
-                    self._syncfs(self.fd)
-                except OSError as exc:
-                    error = OSError(exc.errno or errno.EIO,
-                                    f"group commit failed: {exc.strerror}")
-                except Exception as exc:
-                    error = OSError(errno.EIO, f"syncfs failed: {exc!r}")
-                with self._cond:
-                    self.rounds += 1
-                by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
-                for loop, future in batch:
-                    by_loop.setdefault(loop, []).append(future)
-                for loop, futures in by_loop.items():
-                    try:
-                        loop.call_soon_threadsafe(_settle, futures, error)
-                    except RuntimeError:   # that loop is closed: nobody is waiting
-                        pass
+                self._round(batch)
             if stop:
                 return
 
-    def sync(self) -> None:
-        """Return once everything this thread wrote before the call is on disk."""
+    def _round(self, batch: list[_Blocked | tuple[asyncio.AbstractEventLoop,
+                                                    asyncio.Future[None]]]) -> None:
+        """One ``syncfs`` for ``batch``, all of whom called before it began."""
+        error: OSError | None = None
+        try:
+            self._syncfs(self.fd)
+        except OSError as exc:
+            error = OSError(exc.errno or errno.EIO, f"group commit failed: {exc.strerror}")
+        except Exception as exc:  # never report a round as done that was not
+            error = OSError(errno.EIO, f"syncfs failed: {exc!r}")
         with self._cond:
-            self.callers += 1
-            target = self._started + 1   # the first round that begins after this call
-            while self._finished < target:
-                if self._running:
-                    self._cond.wait()
-                    continue
-                self._running = True
-                self._started += 1
-                seq = self._started
-                error: OSError | None = None
-                self._cond.release()
-                try:
-                    self._syncfs(self.fd)
-                except OSError as exc:
-                    error = exc
-                except Exception as exc:  # never report a round as done that was not
-                    error = OSError(errno.EIO, f"syncfs failed: {exc!r}")
-                finally:
-                    self._cond.acquire()
-                    self._running = False
-                    self._finished = seq
-                    self.rounds += 1
-                    if error is not None:
-                        self._failed[seq] = error
-                        while len(self._failed) > ERRORS_KEPT:
-                            del self._failed[min(self._failed)]
-                    self._cond.notify_all()
-            error = self._failed.get(target)
-        if error is not None:
-            raise OSError(error.errno or errno.EIO, f"group commit failed: {error.strerror}")
+            self.rounds += 1
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for waiter in batch:
+            if isinstance(waiter, _Blocked):
+                waiter.error = error
+                waiter.event.set()
+            else:
+                by_loop.setdefault(waiter[0], []).append(waiter[1])
+        for loop, futures in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle, futures, error)
+            except RuntimeError:   # that loop is closed: nobody is waiting
+                pass
 
 
 def _settle(futures: list[asyncio.Future[None]], error: OSError | None) -> None:

@@ -182,19 +182,13 @@ def test_upgrade_keeps_admin_edits_and_delivers_what_was_queued(tmp_path: Path) 
     import shutil
     import subprocess
     import sys
-    import tempfile
 
     from mta.queue.client import inject
     from tests.harness import init, running_appliance
 
     me, address = "mx.upgrade.example", "carol@mx.upgrade.example"
-    base = Path(tempfile.mkdtemp(prefix="postern-upgrade-", dir="/var/tmp"))
-    os.chmod(base, 0o755)
+    base = support.droppable_base("postern-upgrade-")
     state = StateDir.single(base / "var")
-    why = permissions.unreachable(state)
-    if why is not None:
-        shutil.rmtree(base)
-        pytest.skip(why)
     try:
         init(state.root, "--no-web", "--me", me)
         (state.control / "mailboxes").write_text(f"{address}\n")

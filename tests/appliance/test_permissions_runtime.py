@@ -17,7 +17,6 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -41,12 +40,7 @@ NOBODY = "nobody"
 @pytest.fixture(scope="module")
 def app() -> Iterator[Appliance]:
     support.require_root("privilege separation: each daemon drops to its own user")
-    base = Path(tempfile.mkdtemp(prefix="postern-privsep-", dir="/var/tmp"))
-    os.chmod(base, 0o755)
-    why = permissions.unreachable(StateDir.single(base / "var"))
-    if why is not None:  # e.g. an interpreter under /root: .ci/run makes its venv elsewhere
-        shutil.rmtree(base)
-        pytest.skip(why)  # a failure under POSTERN_REQUIRE_ALL=1
+    base = support.droppable_base("postern-privsep-")
     try:
         init(base / "var", "--no-web", "--me", ME)
         state = StateDir.single(base / "var")
@@ -176,12 +170,7 @@ def test_the_state_directory_matches_the_table(app: Appliance) -> None:
 def test_the_web_app_and_celery_run_as_their_users_too(tmp_path: Path) -> None:
     """web (gunicorn master and workers), worker and beat: started as their users outright."""
     support.require_root("privilege separation")
-    base = Path(tempfile.mkdtemp(prefix="postern-privsep-web-", dir="/var/tmp"))
-    os.chmod(base, 0o755)
-    why = permissions.unreachable(StateDir.single(base / "var"))
-    if why is not None:
-        shutil.rmtree(base)
-        pytest.skip(why)
+    base = support.droppable_base("postern-privsep-web-")
     try:
         with running_appliance(base, smtp=False, submission=False) as running:
             for daemon, user in (("web", users.WEB), ("worker", users.ADMIN),
@@ -402,13 +391,8 @@ def test_daemons_started_as_their_users_without_root_deliver_mail(tmp_path: Path
     from mta.queue.client import QueuePermanentError
 
     support.require_root("starts daemons as the system users")
-    base = Path(tempfile.mkdtemp(prefix="postern-units-", dir="/var/tmp"))
-    os.chmod(base, 0o755)
+    base = support.droppable_base("postern-units-")
     state = StateDir.single(base / "var")
-    why = permissions.unreachable(state)
-    if why is not None:
-        shutil.rmtree(base)
-        pytest.skip(why)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         init(state.root, "--no-web", "--me", ME)
