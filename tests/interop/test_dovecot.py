@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -116,6 +117,24 @@ def test_refuses_nothing_to_serve_and_long_run_dir(short_tmp: Path) -> None:
         dovecot.render(no_tls)
 
 
+ACCEPT_WINDOW = 5.0  # seconds; Dovecot's passwd-file check runs at most once per second
+T = TypeVar("T")
+
+
+def accepted_soon(login: Callable[[], T], error: type[BaseException]) -> T:
+    """``login`` for an account published a moment ago: a refusal is retried until
+    ACCEPT_WINDOW has passed (a login in the same second as an earlier one sees Dovecot's
+    previous copy of the passwd-file), then raised."""
+    deadline = time.monotonic() + ACCEPT_WINDOW
+    while True:
+        try:
+            return login()
+        except error:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 # --- the whole appliance ----------------------------------------------------------------------
 
 @dataclass
@@ -133,18 +152,24 @@ class Mail:
     def maildir(self, local: str) -> Path:
         return self.app.state.mail / DOMAIN / local
 
-    def imap(self, user: str, password: str) -> imaplib.IMAP4:
-        host, port = self.app.listeners["imap"]
-        client = imaplib.IMAP4(host, port, timeout=30)
-        client.login(user, password)
-        return client
+    def imap(self, user: str, password: str, *, new: bool = False) -> imaplib.IMAP4:
+        """Log in; ``new``: the account was just published, so retry a refusal for up to
+        ACCEPT_WINDOW (Dovecot re-reads its passwd-file at most once a second)."""
+        def login() -> imaplib.IMAP4:
+            host, port = self.app.listeners["imap"]
+            client = imaplib.IMAP4(host, port, timeout=30)
+            client.login(user, password)
+            return client
+        return accepted_soon(login, imaplib.IMAP4.error) if new else login()
 
-    def pop3(self, user: str, password: str) -> poplib.POP3:
-        host, port = self.app.listeners["pop3"]
-        client = poplib.POP3(host, port, timeout=30)
-        client.user(user)
-        client.pass_(password)
-        return client
+    def pop3(self, user: str, password: str, *, new: bool = False) -> poplib.POP3:
+        def login() -> poplib.POP3:
+            host, port = self.app.listeners["pop3"]
+            client = poplib.POP3(host, port, timeout=30)
+            client.user(user)
+            client.pass_(password)
+            return client
+        return accepted_soon(login, poplib.error_proto) if new else login()
 
     def send(self, to: str, subject: str, *, via: str = "smtp", login: tuple[str, str] | None
              = None, sender: str = "someone@elsewhere.example") -> None:
@@ -212,7 +237,7 @@ def test_imap_reads_what_smtp_delivered_and_flags_and_deletion_survive(mail: Mai
     for n in (1, 2, 3):
         mail.wait_delivered("alice", f"imap test {n}")
 
-    c = mail.imap(user, "alice-pw-1")
+    c = mail.imap(user, "alice-pw-1", new=True)
     typ, data = c.select("INBOX")
     assert typ == "OK" and int(data[0]) == 3
     typ, found = c.search(None, "SUBJECT", '"imap test 2"')
@@ -250,7 +275,7 @@ def test_flags_and_deletions_survive_a_dovecot_restart(mail: Mail) -> None:
     for n in (1, 2):
         mail.send(user, f"restart {n}")
         mail.wait_delivered("rita", f"restart {n}")
-    c = mail.imap(user, "rita-password")
+    c = mail.imap(user, "rita-password", new=True)
     c.select("INBOX")
     typ, found = c.search(None, "SUBJECT", '"restart 1"')
     c.store(found[0].split()[0], "+FLAGS", "(\\Answered \\Seen)")
@@ -286,7 +311,7 @@ def test_pop3_reads_and_deletes(mail: Mail) -> None:
     mail.send(user, "pop two")
     mail.wait_delivered("pat", "pop one")
     mail.wait_delivered("pat", "pop two")
-    p = mail.pop3(user, "pat-password")
+    p = mail.pop3(user, "pat-password", new=True)
     count, _ = p.stat()
     assert count == 2
     subjects = {}
@@ -329,8 +354,8 @@ def refused_soon(login: Callable[[], object], error: type[BaseException]) -> Non
 def test_password_change_applies_to_imap_pop3_and_smtp_auth(mail: Mail) -> None:
     user = f"carol@{DOMAIN}"
     mail.postern("mailbox", "add", user, "--password-stdin", stdin="old-secret\n")
-    mail.imap(user, "old-secret").logout()
-    mail.pop3(user, "old-secret").quit()
+    mail.imap(user, "old-secret", new=True).logout()
+    mail.pop3(user, "old-secret", new=True).quit()
     # The same account sends through submission (AUTH) with the password it reads mail with.
     mail.send(user, "sent with the old password", via="submission", login=(user, "old-secret"),
               sender=user)
@@ -345,10 +370,10 @@ def test_password_change_applies_to_imap_pop3_and_smtp_auth(mail: Mail) -> None:
     with pytest.raises(smtplib.SMTPAuthenticationError):
         mail.send(user, "must not go", via="submission", login=(user, "old-secret"),
                   sender=user)
-    c = mail.imap(user, "new-secret")
+    c = mail.imap(user, "new-secret", new=True)
     c.select("INBOX", readonly=True)
     c.logout()
-    mail.pop3(user, "new-secret").quit()
+    mail.pop3(user, "new-secret", new=True).quit()
     mail.send(user, "sent with the new password", via="submission", login=(user, "new-secret"),
               sender=user)
     mail.wait_delivered("carol", "sent with the new password")
@@ -358,7 +383,7 @@ def test_password_change_applies_to_imap_pop3_and_smtp_auth(mail: Mail) -> None:
 def test_disabled_mailbox_can_neither_log_in_nor_receive(mail: Mail) -> None:
     user = f"dave@{DOMAIN}"
     mail.postern("mailbox", "add", user, "--password-stdin", stdin="dave-password\n")
-    mail.imap(user, "dave-password").logout()
+    mail.imap(user, "dave-password", new=True).logout()
     mail.send(user, "before disabling")
     mail.wait_delivered("dave", "before disabling")
 
@@ -392,7 +417,7 @@ def test_quota_reported_is_the_quota_enforced(mail: Mail) -> None:
     size = (mail.maildir("quincy") / "maildirsize").read_text().splitlines()
     limit = int(size[0].rstrip("S"))
     used = sum(int(line.split()[0]) for line in size[1:])
-    c = mail.imap(user, "quincy-password")
+    c = mail.imap(user, "quincy-password", new=True)
     typ, data = c.getquotaroot("INBOX")
     assert typ == "OK"
     m = re.search(rb"STORAGE (\d+) (\d+)", b" ".join(x for d in data for x in d
@@ -409,7 +434,7 @@ def test_login_name_case_finds_the_stored_mailbox(mail: Mail) -> None:
     mail.postern("mailbox", "add", f"eve@{DOMAIN}", "--password-stdin", stdin="eve-password\n")
     mail.send(f"eve@{DOMAIN}", "for eve")
     mail.wait_delivered("eve", "for eve")
-    c = mail.imap(f"Eve@{DOMAIN.upper()}", "eve-password")
+    c = mail.imap(f"Eve@{DOMAIN.upper()}", "eve-password", new=True)
     typ, data = c.select("INBOX", readonly=True)
     assert int(data[0]) == 1
     c.logout()
@@ -419,7 +444,7 @@ def test_login_name_case_finds_the_stored_mailbox(mail: Mail) -> None:
     mail.postern("mailbox", "add", user, "--password-stdin", stdin="ann-password\n")
     mail.send(user, "for ann")
     mail.wait_delivered("Ann.Lee", "for ann")
-    c = mail.imap(user, "ann-password")
+    c = mail.imap(user, "ann-password", new=True)
     typ, data = c.select("INBOX", readonly=True)
     assert int(data[0]) == 1
     c.logout()
@@ -435,7 +460,7 @@ def test_dovecot_leaves_the_state_directory_as_the_permission_table_says(mail: M
     mail.postern("mailbox", "add", f"tab@{DOMAIN}", "--password-stdin", stdin="tab-password\n")
     mail.send(f"tab@{DOMAIN}", "for the table")
     mail.wait_delivered("tab", "for the table")
-    c = mail.imap(f"tab@{DOMAIN}", "tab-password")
+    c = mail.imap(f"tab@{DOMAIN}", "tab-password", new=True)
     c.select("INBOX")
     c.store("1", "+FLAGS", "(\\Seen)")
     c.create("Archive")
@@ -650,6 +675,7 @@ def test_starttls_presents_posterns_certificate(mail: Mail) -> None:
     context.check_hostname = False  # the self-signed certificate names `me`, not 127.0.0.1
     user = f"tina@{DOMAIN}"
     mail.postern("mailbox", "add", user, "--password-stdin", stdin="tina-password\n")
+    mail.imap(user, "tina-password", new=True).logout()  # published and seen by Dovecot
     host, port = mail.app.listeners["imap"]
     c = imaplib.IMAP4(host, port, timeout=30)
     c.starttls(ssl_context=context)  # verifies the chain against Postern's certificate
