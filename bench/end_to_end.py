@@ -212,12 +212,15 @@ def main() -> int:
     parser.add_argument("--fresh-fs", action="store_true",
                         help="each run on a new ext4 filesystem (bench/freshfs.py; root)")
     parser.add_argument("--scale", type=int, default=0, help="deferred messages (Postern only)")
+    parser.add_argument("--only", choices=["postern", "postfix"],
+                        help="run one side (for profiling; prints no ratio)")
     args = parser.parse_args()
     if args.scale:
         runs = [("postern-empty", lambda: postern(0)),
                 (f"postern-{args.scale}", lambda: postern(args.scale))]
     else:
         runs = [("postern", lambda: postern(0)), ("postfix", postfix)]
+        runs = [(name, start) for name, start in runs if args.only in (None, name)]
     results: dict[str, list[float]] = {name: [] for name, _ in runs}
     for r in range(args.rounds):
         for name, start in runs:
@@ -232,6 +235,8 @@ def main() -> int:
                   f"{rate:.0f} msg/s{extra}", flush=True)
     for name, rates in results.items():
         print(summary(name, rates))
+    if len(runs) < 2:
+        return 0
     a, b = (name for name, _ in runs)
     print(f"ratio {a}/{b}: "
           f"{statistics.median(results[a]) / statistics.median(results[b]):.2f}"

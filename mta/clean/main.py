@@ -53,5 +53,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mta.util.privs import drop_privileges
         drop_privileges(args.user)
     log.info("serving %s", state.clean_socket)
-    asyncio.run(serve(QueueDirs.open(state.queue), sock))
+    daemon.run(serve(QueueDirs.open(state.queue), sock))
     return 0

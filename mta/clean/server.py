@@ -6,10 +6,10 @@ the only files it can ever remove are ``queue/{mess,todo,info}/<N>/<valid id>``.
 info last (send's record of the message is the last thing to go).
 
 No ``fsync``: send asks only once the message's finished state is on disk (its info file,
-written through a group commit), so a removal that a power failure undoes brings back files
-send already knows to be finished (it asks again at start) or a ``mess`` file alone (debris,
-swept by the queue daemon); no recipient is delivered twice because of it. qmail-clean does
-the same. The unlinks run on the event loop: without a flush they do not wait for the disk.
+written through a group commit) or, for a message finished by its first results, once its
+todo entry is gone. A removal that a power failure undoes brings back files send already
+knows to be finished (it asks again at start) or a ``mess`` file alone (debris, swept by the
+queue daemon). qmail-clean does the same. The unlinks run on the event loop: without a flush they do not wait for the disk.
 
 The peer (send) is trusted no more than the network: a malformed frame closes the connection.
 """

@@ -70,5 +70,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mta.util.privs import drop_privileges
         drop_privileges(args.user)
     log.info("serving %s", state.local_socket)
-    asyncio.run(serve(LocalServer(state), sock))
+    daemon.run(serve(LocalServer(state), sock))
     return 0

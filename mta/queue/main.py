@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                          databytes=databytes_control(state.control_file("databytes")),
                          trigger=state.trigger)
     try:
-        asyncio.run(run(server, sock))
+        daemon.run(run(server, sock))
     finally:
         server.shutdown()
         store.close()

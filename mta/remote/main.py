@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     config = RemoteConfig(state, cafile=args.cafile)
     server = RemoteServer(state, Deliverer(config))
     try:
-        asyncio.run(run(server, sock))
+        daemon.run(run(server, sock))
     except KeyboardInterrupt:
         pass
     return 0

@@ -65,5 +65,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mta.util.privs import drop_privileges
         drop_privileges(args.user)
     log.info("serving %s", state.status_socket)
-    asyncio.run(serve(state, sock))
+    daemon.run(serve(state, sock))
     return 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Final
+from typing import Any, Final, cast
 
 READ_LIMIT: Final = 64 * 1024   # bytes buffered before reading pauses
 
@@ -35,8 +35,8 @@ class Connection(asyncio.Protocol):
 
     # --- asyncio callbacks ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream server's transport; uvloop's do not subclass asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         if self.on_made is not None:
             self.on_made(self)
 
@@ -145,8 +145,7 @@ class Connection(asyncio.Protocol):
                                    ssl_handshake_timeout=timeout)
         if new is None:
             raise Closed()
-        assert isinstance(new, asyncio.Transport)
-        self.transport = new
+        self.transport = cast(asyncio.Transport, new)
         return discarded
 
     def extra(self, name: str) -> Any:

@@ -124,7 +124,7 @@ def run_worker(state: StateDir, listeners: list[Listener],
     async def body() -> None:
         stop = daemon.stop_event()
         await serve(state, listeners, counter, stop, **options)
-    asyncio.run(body())
+    daemon.run(body())
     return 0
 
 

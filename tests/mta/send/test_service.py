@@ -212,3 +212,40 @@ def test_a_todo_entry_without_its_message_is_removed_not_delivered(state: StateD
         inject(state.queue_socket, b"s@remote.example", [b"ann@example.com"], MSG)  # a scan
         wait_for(lambda: not path.exists(), what="the orphan todo entry removed", timeout=40)
     assert len(maildir(state, "joe")) == 1
+
+
+def test_a_message_finished_at_once_skips_info_and_is_never_redelivered(state: StateDir) -> None:
+    """Every recipient delivered by the first pass: no info file is written (no flush), the
+    todo entry goes at once, so a restart of send before clean has run delivers nothing
+    again; the message file left behind is debris the queue sweeps at its next start."""
+    from mta.common.queuedirs import QueueDirs, parse_id
+
+    setup_state(state, mailboxes="joe@example.com\nann@example.com\n")
+    # clean stalls: it takes the request and never answers (nothing removes mess/).
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stalled.bind(str(state.clean_socket))
+    stalled.listen(4)
+    try:
+        with running(state, "queue", "local"):
+            queue = QueueDirs.open(state.queue)
+            qid = inject(state.queue_socket, b"s@remote.example",
+                         [b"joe@example.com", b"ann@example.com"], MSG)
+            q = parse_id(qid)
+            service = SendService(state)
+            asyncio.run(run_service(service, lambda: len(maildir(state, "joe")) == 1
+                                    and len(maildir(state, "ann")) == 1
+                                    and not queue.todo(q).exists()))
+            assert service.saver.groups == 0
+            assert not queue.info(q).exists() and queue.mess(q).exists()
+            # A restart of send: nothing to do (no todo, no info), nothing delivered again.
+            service = SendService(state)
+            settled = time.monotonic() + 1.0   # start-up, its first todo scan, a pass
+            asyncio.run(run_service(service, lambda: service._last_scan > 0
+                                    and time.monotonic() > settled))
+            assert qid not in service.sched.messages
+    finally:
+        stalled.close()
+    assert len(maildir(state, "joe")) == 1 and len(maildir(state, "ann")) == 1
+    with running(state, "queue"):             # its start-up cleanup removes the debris
+        pass
+    assert not queue_files(state)
