@@ -1,7 +1,7 @@
 """Maildir delivery exactly as maildir(5), with Maildir++ quota and path safety.
 
 One job: put one queued message into one configured mailbox's ``new/``, durably, or say
-why not (temporary or permanent). Called by ``mta/local/server.py`` in a worker thread.
+why not (temporary or permanent). Called by ``mta/local/server.py``, phase by phase.
 
 Steps (maildir(5)): create a unique name in ``tmp/`` with ``O_CREAT|O_EXCL|O_NOFOLLOW``;
 write ``Return-Path:`` and ``Delivered-To:`` then the message with CRLF turned into LF;
@@ -36,10 +36,12 @@ import secrets
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Final
 
 from mta.common.addressbook import Mailbox
 from mta.common.results import Outcome, Result
+from mta.util.atomic import unlink_logged
 from mta.util.groupsync import GroupSyncs
 
 log = logging.getLogger("postern.local")
@@ -268,46 +270,70 @@ def _quota_add(fds: dict[str, int], size: int) -> None:
 
 
 # --- delivery -------------------------------------------------------------------------
+#
+# Three phases, so that the local daemon can wait for its two flushes without a thread:
+# ``begin`` (checks, quota, the file in tmp/), ``publish`` (its name into new/), ``finish``
+# (quota count, the result). ``deliver`` runs them with blocking flushes between.
 
-def deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
-            sender: str, recipient: str, *, syncs: GroupSyncs | None = None) -> Result:
-    """Deliver the message open on ``message_fd`` (CRLF, as stored) to ``mailbox``.
+@dataclass
+class Draft:
+    """A message written to a Maildir's ``tmp/``, not yet in ``new/``. Owns ``fds``."""
+    mailbox: Mailbox
+    fds: dict[str, int]
+    tmp_name: str
+    size: int
+    name: str = ""
 
-    ``sender`` is the envelope sender ("" for <>), ``recipient`` the address for the
-    ``Delivered-To:`` line. Returns DELIVERED only after the data and ``new/`` are fsynced.
-    """
-    try:
-        return _deliver(mail_root, mailbox, message_fd, sender, recipient, syncs)
-    except MaildirError as exc:
+    def abandon(self) -> None:
+        """Remove the tmp/ file and close the Maildir (a flush failed before ``publish``)."""
+        if "tmp" in self.fds:
+            unlink_logged(self.tmp_name, log, dir_fd=self.fds["tmp"])
+        self.close()
+
+    def close(self) -> None:
+        close_all(self.fds)     # idempotent: close_all empties the dict
+
+
+def failure(mailbox: Mailbox, exc: BaseException) -> Result:
+    """The temporary or permanent result for an error raised by a phase."""
+    if isinstance(exc, MaildirError):
         return exc.result
-    except OSError as exc:
+    if isinstance(exc, OSError):
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
             return Result(Outcome.TEMPORARY, "4.3.1 mail system full", "4.3.1")
         log.error("delivery to %s failed: %s", mailbox.address, exc)
         return Result(Outcome.TEMPORARY, f"4.3.0 cannot write the mailbox: {exc.strerror}",
                       "4.3.0")
+    raise exc
 
 
-def _deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
-             sender: str, recipient: str, syncs: GroupSyncs | None) -> Result:
+def begin(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
+          sender: str, recipient: str, *, fsync: bool) -> Draft | Result:
+    """Write the message open on ``message_fd`` (CRLF, as stored) into ``tmp/`` with its
+    ``Return-Path:`` and ``Delivered-To:`` lines, CRLF turned into LF; ``fsync`` it when
+    asked (no group commit). A Result when refused or failed (nothing left behind)."""
+    try:
+        return _begin(mail_root, mailbox, message_fd, sender, recipient, fsync)
+    except (MaildirError, OSError) as exc:
+        return failure(mailbox, exc)
+
+
+def _begin(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
+           sender: str, recipient: str, fsync: bool) -> Draft:
     if has_delivered_to(message_fd, recipient):
-        return Result(Outcome.PERMANENT,
-                      f"5.4.6 mail loop: the message already has Delivered-To: {recipient}",
-                      "5.4.6")
+        raise _perm("5.4.6", f"mail loop: the message already has Delivered-To: {recipient}")
     st = os.fstat(message_fd)
     head = f"Return-Path: <{sender}>\nDelivered-To: {recipient}\n".encode("utf-8")
     if any(c in head[:-1].replace(b"\n", b"") for c in (b"\r", b"\0")):
-        return Result(Outcome.PERMANENT, "5.6.0 control characters in an address", "5.6.0")
+        raise _perm("5.6.0", "control characters in an address")
     fds = open_maildir(mail_root, mailbox)
-    name = ""
     try:
         # The size in the name must be the size on disk: count while converting.
         if mailbox.quota:
             used = quota_usage(fds, mailbox.quota)
             if used + st.st_size > mailbox.quota:
-                return Result(Outcome.TEMPORARY,
-                              f"4.2.2 mailbox {mailbox.address} is over quota "
-                              f"({used} of {mailbox.quota} bytes used)", "4.2.2")
+                raise _temp("4.2.2", f"mailbox {mailbox.address} is over quota "
+                                     f"({used} of {mailbox.quota} bytes used)")
         tmp_name = unique_name(0) + ".tmp"
         fd = os.open(tmp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                      | os.O_CLOEXEC, FILE_MODE, dir_fd=fds["tmp"])
@@ -319,33 +345,74 @@ def _deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: in
                     written = os.write(fd, view)
                     view = view[written:]
                 size += len(data)
-            if syncs is None:
+            if fsync:
                 os.fsync(fd)
         except BaseException:
             os.close(fd)
             os.unlink(tmp_name, dir_fd=fds["tmp"])
             raise
         os.close(fd)
-        group = syncs.for_fd(fds["new"]) if syncs is not None else None
-        if group is not None:
-            try:
-                group.sync()              # the data, before its name appears in new/
-            except BaseException:
-                os.unlink(tmp_name, dir_fd=fds["tmp"])
-                raise
-        name = tmp_name[:-4].rsplit(",S=", 1)[0] + f",S={size}"
-        try:
-            os.link(tmp_name, name, src_dir_fd=fds["tmp"], dst_dir_fd=fds["new"],
-                    follow_symlinks=False)
-        finally:
-            os.unlink(tmp_name, dir_fd=fds["tmp"])
-        if group is not None:
-            group.sync()                  # the new/ entry
-        else:
-            os.fsync(fds["new"])
-        if mailbox.quota:
-            _quota_add(fds, size)
-        return Result(Outcome.DELIVERED, f"2.0.0 delivered to {mailbox.address} as {name}",
-                      "2.0.0")
-    finally:
+        return Draft(mailbox, fds, tmp_name, size)
+    except BaseException:
         close_all(fds)
+        raise
+
+
+def publish(draft: Draft) -> Result | None:
+    """Link the (durable) tmp/ file into ``new/`` and unlink its tmp/ name; None when done,
+    else the failure (the Maildir closed)."""
+    name = draft.tmp_name[:-4].rsplit(",S=", 1)[0] + f",S={draft.size}"
+    try:
+        try:
+            os.link(draft.tmp_name, name, src_dir_fd=draft.fds["tmp"],
+                    dst_dir_fd=draft.fds["new"], follow_symlinks=False)
+        finally:
+            os.unlink(draft.tmp_name, dir_fd=draft.fds["tmp"])
+    except OSError as exc:
+        draft.close()
+        return failure(draft.mailbox, exc)
+    draft.name = name
+    return None
+
+
+def finish(draft: Draft) -> Result:
+    """After ``new/`` is durable: count the quota, close the Maildir, report delivered."""
+    try:
+        if draft.mailbox.quota:
+            _quota_add(draft.fds, draft.size)
+    finally:
+        draft.close()
+    return Result(Outcome.DELIVERED,
+                  f"2.0.0 delivered to {draft.mailbox.address} as {draft.name}", "2.0.0")
+
+
+def deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
+            sender: str, recipient: str, *, syncs: GroupSyncs | None = None) -> Result:
+    """Deliver the message open on ``message_fd`` (CRLF, as stored) to ``mailbox``, blocking.
+
+    ``sender`` is the envelope sender ("" for <>), ``recipient`` the address for the
+    ``Delivered-To:`` line. Returns DELIVERED only after the data and ``new/`` are durable:
+    ``fsync``s, or with ``syncs`` one group commit before the link and one after.
+    """
+    draft = begin(mail_root, mailbox, message_fd, sender, recipient, fsync=syncs is None)
+    if isinstance(draft, Result):
+        return draft
+    group = syncs.for_fd(draft.fds["new"]) if syncs is not None else None
+    try:
+        if group is not None:
+            group.sync()              # the data, before its name appears in new/
+    except OSError as exc:
+        draft.abandon()
+        return failure(mailbox, exc)
+    failed = publish(draft)
+    if failed is not None:
+        return failed
+    try:
+        if group is not None:
+            group.sync()              # the new/ entry
+        else:
+            os.fsync(draft.fds["new"])
+    except OSError as exc:
+        draft.close()
+        return failure(mailbox, exc)
+    return finish(draft)

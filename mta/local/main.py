@@ -35,6 +35,7 @@ from mta.util.unixsock import bind_unix
 log = logging.getLogger("postern.local")
 
 QUOTA_SYNC_INTERVAL = 2.0  # seconds between checks of control/mailboxes for quota changes
+STOP_GRACE = 5.0           # seconds deliveries under way get to finish at a stop
 
 
 async def serve(server: LocalServer, sock: socket.socket) -> None:
@@ -44,6 +45,8 @@ async def serve(server: LocalServer, sock: socket.socket) -> None:
     async with srv:
         await stop.wait()
     quotas.cancel()
+    if server.active:   # deliveries under way finish (their flushes), new ones do not start
+        await asyncio.wait(set(server.active), timeout=STOP_GRACE)
     server.pool.shutdown(wait=True)
 
 

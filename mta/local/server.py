@@ -4,9 +4,13 @@ One job: serve ``run/local.sock``. Each connection carries jobs one after anothe
 ``protocol.py``); for each recipient it answers ``K``/``Z``/``D`` in order. The recipient
 must be a configured mailbox (``mailboxes``; ``send`` has already expanded aliases): the
 Maildir path is the configured name, never the bytes ``send`` sent. The message is opened
-read-only from ``queue/mess`` by the validated id. Deliveries run in a thread pool
-(flushes block); the asyncio loop only moves frames. Deliveries in flight at once share
-their flushes (one ``GroupSyncs`` per daemon: a group commit per filesystem).
+read-only from ``queue/mess`` by the validated id.
+
+A delivery's two flushes (``maildir.py``) are awaited, not blocked on: deliveries in flight
+at once share them (one ``GroupSyncs`` per daemon: a group commit per filesystem), and no
+thread waits per delivery. The rest of a delivery runs on the loop when the message is
+small (``INLINE_BYTES``: a few syscalls, cheaper than a trip to a thread) and in the thread
+pool when it is not, so a big message never holds up the others.
 """
 
 from __future__ import annotations
@@ -23,22 +27,25 @@ from mta.common.paths import StateDir
 from mta.common.queuedirs import QueueDirs
 from mta.common.results import Outcome, Result
 from mta.local.jobserver import serve_jobs
-from mta.local.maildir import MaildirError, deliver, sync_quota
+from mta.local.maildir import Draft, MaildirError, begin, failure, finish, publish, sync_quota
 from mta.local.protocol import Job
 from mta.util.groupsync import GroupSyncs
 
 log = logging.getLogger("postern.local")
 
-MAX_THREADS: Final = 64  # parallel deliveries; send's concurrencylocal bounds the real number
+MAX_THREADS: Final = 16     # big messages written at once; the rest wait for a thread
+INLINE_BYTES: Final = 64 * 1024  # messages up to this size are written on the loop
 
 
 class LocalServer:
-    def __init__(self, state: StateDir, *, threads: int = MAX_THREADS) -> None:
+    def __init__(self, state: StateDir, *, threads: int = MAX_THREADS,
+                 syncs: GroupSyncs | None = None) -> None:
         self.state = state
         self.book = AddressBookFiles(state.control)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="deliver")
-        self.syncs = GroupSyncs()
+        self.syncs = syncs if syncs is not None else GroupSyncs()
         self._queue: QueueDirs | None = None
+        self.active: set[asyncio.Task[list[Result]]] = set()   # jobs being delivered
         self._quota_book: AddressBook | None = None
 
     def sync_quotas(self) -> int:
@@ -64,15 +71,18 @@ class LocalServer:
         return self._queue
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
+        await serve_jobs(reader, writer, self.tracked, ipc.LOCAL_SOCKET)
 
-        async def run_in_pool(job: Job) -> list[Result]:
-            return await loop.run_in_executor(self.pool, self.run_job, job)
+    async def tracked(self, job: Job) -> list[Result]:
+        """``run_job`` as a task the daemon lets finish when it stops."""
+        task = asyncio.ensure_future(self.run_job(job))
+        self.active.add(task)
+        task.add_done_callback(self.active.discard)
+        return await asyncio.shield(task)
 
-        await serve_jobs(reader, writer, run_in_pool, ipc.LOCAL_SOCKET)
-
-    def run_job(self, job: Job) -> list[Result]:
-        """Deliver one job: one result per recipient, in order. Never raises."""
+    async def run_job(self, job: Job) -> list[Result]:
+        """Deliver one job: one result per recipient, in order. Never raises. Every
+        recipient's file is written first; then they share each flush."""
         try:
             fd = os.open(self.queue().mess(job.queue_id),
                          os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -82,11 +92,23 @@ class LocalServer:
                                             f"{exc.strerror}", "4.3.0")
             return [res] * len(job.recipients)
         try:
-            return [self.deliver_one(job, fd, rcpt) for rcpt in job.recipients]
+            inline = os.fstat(fd).st_size <= INLINE_BYTES
+            started: list[Draft | Result] = []
+            for rcpt in job.recipients:   # one at a time: they read the same descriptor
+                if inline:
+                    started.append(self.begin_one(job, fd, rcpt))
+                else:
+                    started.append(await asyncio.get_running_loop().run_in_executor(
+                        self.pool, self.begin_one, job, fd, rcpt))
         finally:
             os.close(fd)
+        results = await asyncio.gather(*(self.complete(job, d) for d in started))
+        for rcpt, result in zip(job.recipients, results):
+            log.log(logging.DEBUG if result.outcome is Outcome.DELIVERED else logging.INFO,
+                    "%s: %s: %s", job.queue_id, rcpt.decode("utf-8", "replace"), result.text)
+        return list(results)
 
-    def deliver_one(self, job: Job, fd: int, rcpt: bytes) -> Result:
+    def begin_one(self, job: Job, fd: int, rcpt: bytes) -> Draft | Result:
         try:
             address = rcpt.decode("utf-8")
             sender = job.sender.decode("utf-8")
@@ -98,10 +120,32 @@ class LocalServer:
             return Result(Outcome.PERMANENT, f"5.1.1 <{address}>: no such mailbox here",
                           "5.1.1")
         try:
-            result = deliver(self.state.mail, mailbox, fd, sender, mailbox.address,
-                             syncs=self.syncs)
+            return begin(self.state.mail, mailbox, fd, sender, mailbox.address, fsync=False)
         except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the daemon
             log.exception("%s: delivery to %s crashed", job.queue_id, address)
-            result = Result(Outcome.TEMPORARY, f"4.3.0 local delivery failed: {exc}", "4.3.0")
-        log.info("%s: %s: %s", job.queue_id, address, result.text)
-        return result
+            return Result(Outcome.TEMPORARY, f"4.3.0 local delivery failed: {exc}", "4.3.0")
+
+    async def complete(self, job: Job, draft: Draft | Result) -> Result:
+        """The two flushes around the link into new/ (maildir.py's order)."""
+        if isinstance(draft, Result):
+            return draft
+        try:
+            group = self.syncs.for_fd(draft.fds["new"])
+            try:
+                await group.wait()        # the data, before its name appears in new/
+            except OSError as exc:
+                draft.abandon()
+                return failure(draft.mailbox, exc)
+            failed = publish(draft)
+            if failed is not None:
+                return failed
+            try:
+                await group.wait()        # the new/ entry
+            except OSError as exc:
+                draft.close()             # in new/, not known durable: send retries
+                return failure(draft.mailbox, exc)
+            return finish(draft)
+        except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the daemon
+            draft.close()
+            log.exception("%s: delivery to %s crashed", job.queue_id, draft.mailbox.address)
+            return Result(Outcome.TEMPORARY, f"4.3.0 local delivery failed: {exc}", "4.3.0")

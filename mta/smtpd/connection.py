@@ -145,7 +145,7 @@ class Connection(asyncio.Protocol):
                                    ssl_handshake_timeout=timeout)
         if new is None:
             raise Closed()
-        self.transport = cast(asyncio.Transport, new)
+        self.transport = new
         return discarded
 
     def extra(self, name: str) -> Any:

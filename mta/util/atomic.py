@@ -15,11 +15,13 @@ from pathlib import Path
 FILE_MODE = 0o644
 
 
-def unlink_logged(path: str | os.PathLike[str], log: logging.Logger) -> None:
-    """Remove ``path`` if it is there; any other error is logged on ``log``, never raised
-    (for cleanups after a failure, where the first error is the one to report)."""
+def unlink_logged(path: str | os.PathLike[str], log: logging.Logger, *,
+                  dir_fd: int | None = None) -> None:
+    """Remove ``path`` (relative to ``dir_fd`` if given) if it is there; any other error is
+    logged on ``log``, never raised (for cleanups after a failure, where the first error is
+    the one to report)."""
     try:
-        os.unlink(path)
+        os.unlink(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     except OSError as exc:

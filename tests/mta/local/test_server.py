@@ -17,6 +17,8 @@ from mta.common.frames import recv_frame
 from mta.common.paths import StateDir
 from mta.common.results import Outcome
 from mta.local.protocol import decode_result, encode_job
+from mta.local.server import LocalServer
+from mta.util.groupsync import GroupSyncs
 from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -114,3 +116,66 @@ def test_a_changed_quota_reaches_maildirsize_without_a_delivery(local: StateDir)
     # and removing it removes the file.
     write_atomic(local.control / "mailboxes", b"joe@example.com\n")
     wait_for(lambda: not size_file.exists(), what="maildirsize removed")
+
+
+# --- in-process: the awaited flushes ---------------------------------------------------
+
+def in_process(state: StateDir, syncs: GroupSyncs) -> LocalServer:
+    state.control.mkdir(parents=True)
+    (state.control / "locals").write_text("example.com\n")
+    (state.control / "mailboxes").write_text("joe@example.com\nann@example.com\n")
+    queuedirs.create(state.queue)
+    state.mail.mkdir()
+    return LocalServer(state, syncs=syncs)
+
+
+@pytest.mark.parametrize("big", [False, True], ids=["small, on the loop", "big, in a thread"])
+def test_a_jobs_recipients_share_each_flush(state: StateDir, big: bool) -> None:
+    import asyncio
+
+    from mta.local.protocol import Job
+    from mta.local.server import INLINE_BYTES
+
+    syncs = GroupSyncs()
+    server = in_process(state, syncs)
+    body = b"y" * (INLINE_BYTES + 1000) if big else b"short"
+    qid = queuedirs.parse_id(put_message(state, b"Subject: shared\r\n\r\n" + body + b"\r\n"))
+    job = Job(qid, b"s@remote.example", [b"joe@example.com", b"nobody@example.com",
+                                         b"ann@example.com"], [])
+    results = asyncio.run(server.run_job(job))
+    assert [r.outcome for r in results] == [Outcome.DELIVERED, Outcome.PERMANENT,
+                                            Outcome.DELIVERED]
+    for name in ("joe", "ann"):
+        [msg] = list(mailbox.Maildir(state.mail / "example.com" / name, create=False))
+        assert msg["Subject"] == "shared"
+        assert os.listdir(state.mail / "example.com" / name / "tmp") == []
+    # Two deliveries, two flushes each: at least one syncfs served both (the first may
+    # start before the second delivery waits).
+    fd = os.open(state.mail, os.O_RDONLY)
+    try:
+        group = syncs.for_fd(fd)
+    finally:
+        os.close(fd)
+    assert group.callers == 4 and group.rounds < 4
+    syncs.close()
+    server.pool.shutdown()
+
+
+def test_a_failed_flush_is_temporary_and_leaves_nothing_in_the_maildir(state: StateDir) -> None:
+    import asyncio
+    import errno
+
+    from mta.local.protocol import Job
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    syncs = GroupSyncs(syncfs=failing)
+    server = in_process(state, syncs)
+    qid = queuedirs.parse_id(put_message(state, b"Subject: lost?\r\n\r\nbody\r\n"))
+    [result] = asyncio.run(server.run_job(Job(qid, b"", [b"joe@example.com"], [])))
+    assert result.outcome is Outcome.TEMPORARY and "4.3.0" in result.text
+    for sub in ("tmp", "new"):
+        assert os.listdir(state.mail / "example.com" / "joe" / sub) == []
+    syncs.close()
+    server.pool.shutdown()
