@@ -6,17 +6,19 @@ nothing: the file may have been written by a compromised queue daemon or damaged
 
 Format (qmail's "don't parse": one letter, the field, a NUL), in this order::
 
-    V1\\0  u<uid>\\0  p<pid>\\0  o<origin>\\0  t<birth unix seconds>\\0  F<sender>\\0
+    V1\\0  u<uid>\\0  p<pid>\\0  o<origin>\\0  [c<client address>\\0]  t<birth unix seconds>\\0  F<sender>\\0
     P<NAME=value>\\0 ...   T<recipient>\\0 ... (at least one)
 
 ``uid``/``pid`` are the injecting client's (SO_PEERCRED); ``origin`` is ``network``
-(smtpd), ``local`` (sendmail) or ``bounce`` (send's bounces). The sender is empty for the
+(smtpd), ``local`` (sendmail) or ``bounce`` (send's bounces). ``client`` (optional, network
+mail only) is the SMTP client's IP address as smtpd saw it, for the delivery log. The sender is empty for the
 null sender ``<>``. Addresses are stored as the client sent them, after validation by
 ``mta/common/address.py`` (UTF-8 allowed only with the ``SMTPUTF8`` parameter).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Final
@@ -57,6 +59,16 @@ def check_param(raw: bytes) -> tuple[str, bytes | None]:
     return m.group(1).decode("ascii"), m.group(2)
 
 
+def check_client(text: str) -> None:
+    """A client address must be an IP address in its normal text form, without a zone."""
+    try:
+        normal = str(ipaddress.ip_address(text))
+    except ValueError:
+        normal = None
+    if normal != text or "%" in text:
+        raise EnvelopeError(f"client {text[:48]!r} is not an IP address in normal form")
+
+
 def has_smtputf8(params: tuple[bytes, ...] | list[bytes]) -> bool:
     """Whether the parameters include ``SMTPUTF8`` (RFC 6531 §3.4), which allows UTF-8 addresses."""
     return any(p == b"SMTPUTF8" or p.startswith(b"SMTPUTF8=") for p in params)
@@ -73,6 +85,7 @@ class Envelope:
     sender: bytes
     recipients: tuple[bytes, ...]
     params: tuple[bytes, ...] = field(default=())
+    client: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -87,6 +100,8 @@ class Envelope:
                 raise EnvelopeError(f"{name} out of range")
         if self.origin not in ORIGINS:
             raise EnvelopeError(f"unknown origin {self.origin!r}")
+        if self.client:
+            check_client(self.client)
         if len(self.params) > MAX_PARAMS:
             raise EnvelopeError(f"more than {MAX_PARAMS} parameters")
         for p in self.params:
@@ -103,7 +118,10 @@ class Envelope:
 
     def encode(self) -> bytes:
         parts = [b"V" + VERSION, b"u%d" % self.uid, b"p%d" % self.pid,
-                 b"o" + self.origin.encode("ascii"), b"t%d" % self.birth, b"F" + self.sender]
+                 b"o" + self.origin.encode("ascii")]
+        if self.client:
+            parts.append(b"c" + self.client.encode("ascii"))
+        parts += [b"t%d" % self.birth, b"F" + self.sender]
         parts += [b"P" + p for p in self.params]
         parts += [b"T" + r for r in self.recipients]
         return b"\0".join(parts) + b"\0"
@@ -144,13 +162,25 @@ def decode(data: bytes) -> Envelope:
         origin = records[3][1:].decode("ascii")
     except UnicodeDecodeError as exc:
         raise EnvelopeError("origin is not ASCII") from exc
-    birth = _number(records[4], b"t")
-    if records[5][:1] != b"F":
+    client = ""
+    at = 4
+    if records[at][:1] == b"c":
+        try:
+            client = records[at][1:].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise EnvelopeError("client is not ASCII") from exc
+        if not client:
+            raise EnvelopeError("empty client record")
+        at += 1
+        if len(records) < 8:
+            raise EnvelopeError("envelope too short")
+    birth = _number(records[at], b"t")
+    if records[at + 1][:1] != b"F":
         raise EnvelopeError("expected sender record")
-    sender = records[5][1:]
+    sender = records[at + 1][1:]
     params: list[bytes] = []
     recipients: list[bytes] = []
-    for record in records[6:]:
+    for record in records[at + 2:]:
         letter, value = record[:1], record[1:]
         if letter == b"P" and not recipients:
             params.append(value)
@@ -159,4 +189,4 @@ def decode(data: bytes) -> Envelope:
         else:
             raise EnvelopeError(f"unexpected record {record[:24]!r}")
     return Envelope(uid=uid, pid=pid, origin=origin, birth=birth, sender=sender,
-                    recipients=tuple(recipients), params=tuple(params))
+                    recipients=tuple(recipients), params=tuple(params), client=client)

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import Final
 
 from mta.common import ipc
+from mta.common.envelope import EnvelopeError, check_client
 from mta.common.frames import Frame, FrameError, encode, read_frame, recv_frame
 
 DEFAULT_TIMEOUT: Final = 300.0
@@ -52,10 +53,21 @@ class QueuePermanentError(QueueError):
     """Do not retry this message as it is (``D``)."""
 
 
-def _hello(origin: str) -> bytes:
+def _hello(origin: str, client: str = "") -> bytes:
+    """``V``; ``client`` (smtpd's SMTP client address) only with origin=network."""
     if origin not in ("network", "local", "bounce"):
         raise ValueError(f"origin must be network, local or bounce, not {origin!r}")
-    return encode(ipc.Q.HELLO.value, f"postern-queue {ipc.PROTOCOL_VERSION} origin={origin}".encode())
+    if client and origin != "network":
+        raise ValueError("a client address goes only with origin=network")
+    try:
+        if client:
+            check_client(client)
+    except EnvelopeError:
+        client = ""   # a form the envelope does not take (a zone id): only the log loses it
+    text = f"postern-queue {ipc.PROTOCOL_VERSION} origin={origin}"
+    if client:
+        text += f" client={client}"
+    return encode(ipc.Q.HELLO.value, text.encode("ascii"))
 
 
 def _envelope_frames(sender: bytes, recipients: Iterable[bytes], params: Iterable[bytes]) -> bytes:
@@ -213,8 +225,8 @@ class AsyncInjection:
 
     @classmethod
     async def open(cls, socket_path: str | os.PathLike[str], origin: str = "network",
-                   timeout: float = DEFAULT_TIMEOUT) -> "AsyncInjection":
-        hello = _hello(origin)
+                   timeout: float = DEFAULT_TIMEOUT, client: str = "") -> "AsyncInjection":
+        hello = _hello(origin, client)
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(os.fspath(socket_path)), timeout)

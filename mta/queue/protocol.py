@@ -21,11 +21,12 @@ from typing import Final
 
 from mta.common import ipc
 from mta.common.address import AddressError, parse_mailbox
-from mta.common.envelope import MAX_PARAMS, Envelope, EnvelopeError, check_param, has_smtputf8
+from mta.common.envelope import (MAX_PARAMS, Envelope, EnvelopeError, check_client, check_param,
+                                 has_smtputf8)
 from mta.common.frames import HEADER
 
 HELLO_PREFIX: Final = b"postern-queue 1 origin="
-_HELLO = re.compile(rb"postern-queue ([0-9]{1,4}) origin=([a-z]{1,16})")
+_HELLO = re.compile(rb"postern-queue ([0-9]{1,4}) origin=([a-z]{1,16})(?: client=([0-9a-f.:]{1,45}))?")
 PRIVILEGED_ORIGINS: Final = frozenset({"network", "bounce"})  # only smtpd / send may claim these
 _CR, _LF = 0x0D, 0x0A
 
@@ -154,6 +155,7 @@ class InjectionSession:
         self._clock = clock
         self.state = State.HELLO
         self.origin = ""
+        self.client = ""            # smtpd's SMTP client address (origin=network only)
         self.sender = b""
         self.recipients: list[bytes] = []
         self.params: list[bytes] = []
@@ -212,7 +214,7 @@ class InjectionSession:
         try:
             return Envelope(uid=self.uid, pid=self.pid, origin=self.origin, birth=birth,
                             sender=self.sender, recipients=tuple(self.recipients),
-                            params=tuple(self.params))
+                            params=tuple(self.params), client=self.client)
         except EnvelopeError as exc:  # every field was checked already; defence in depth
             raise permanent(f"5.5.4 invalid envelope: {exc}") from exc
 
@@ -231,6 +233,15 @@ class InjectionSession:
             raise permanent(f"5.5.4 unknown origin {origin!r}")
         if origin in PRIVILEGED_ORIGINS and self.uid not in self._privileged:
             raise permanent(f"5.7.1 origin={origin} is not permitted for uid {self.uid}")
+        if m.group(3) is not None:
+            client = m.group(3).decode("ascii")
+            if origin != "network":
+                raise permanent("5.5.4 protocol error: client= goes only with origin=network")
+            try:
+                check_client(client)
+            except EnvelopeError as exc:
+                raise permanent(f"5.5.4 protocol error: {exc}") from exc
+            self.client = client
         self.origin = origin
 
     def _address(self, raw: bytes, what: str, *, smtputf8: bool) -> None:

@@ -1,9 +1,11 @@
 """The queue daemon's I/O: an asyncio UNIX-socket server on run/queue.sock.
 
 Run by ``mta/queue/main.py``. Each connection gets an ``InjectionSession``
-(``protocol.py``: every rule of the conversation) and a ``Draft`` from the store; the
-blocking work (writes, fsyncs, renames) runs in a thread pool so many commits are in
-flight at once and the event loop never waits on the disk. Peers are untrusted local
+(``protocol.py``: every rule of the conversation) and a ``Draft`` from the store. Flushes
+never block the loop: in group mode they are awaited (``GroupSync.wait``), otherwise they
+run in a thread pool, so many commits are in flight at once. A small message (up to
+``INLINE_BYTES``, most mail) is written on the loop — a few syscalls into the page cache,
+cheaper than a trip to a thread; bigger ones are written in the pool. Peers are untrusted local
 processes: their credentials come from the kernel (SO_PEERCRED), never from what they say.
 """
 
@@ -37,6 +39,7 @@ T = TypeVar("T")
 READ_TIMEOUT: Final = 1_200.0   # seconds a client may stay silent (qmail-queue has none; smtpd's is 1200)
 WRITE_BUFFER: Final = 256 * 1024  # message bytes gathered before one write() call
 READ_SIZE: Final = 256 * 1024     # bytes asked of the socket at once
+INLINE_BYTES: Final = 64 * 1024   # a message this small is written on the loop (group mode)
 WORKERS: Final = 32             # threads: commits in flight at once
 SWEEP_INTERVAL: Final = 3_600.0  # seconds between debris sweeps
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -158,8 +161,9 @@ class QueueServer:
                 log.info("uid %d pid %d disconnected before the end; message abandoned", uid, pid)
                 return
             self.committed += 1
-            log.info("queued %s from uid %d pid %d origin=%s: %d recipients, %d bytes",
-                     queue_id, uid, pid, session.origin, len(session.recipients), session.size)
+            # send's delivery log has the same as its "received" event
+            log.debug("queued %s from uid %d pid %d origin=%s: %d recipients, %d bytes",
+                      queue_id, uid, pid, session.origin, len(session.recipients), session.size)
             try:
                 writer.write(encode(ipc.Q.OK.value, queue_id.encode("ascii")))
                 await writer.drain()
@@ -263,16 +267,20 @@ class _Connection:
         group = self.server.store.group
         if group is None:
             return await self.server._blocking(self._write_commit, draft, data, envelope)
-        # Group commit: one trip to a thread for the writes, then the two flushes are
-        # awaited as futures (docs/internals.md "Writing a message", steps 3 and 5).
-        draft = await self.server._blocking(self._write_prepare, draft, data, envelope)
+        # Group commit: the writes (on the loop when small, else in one trip to a thread),
+        # then the two flushes awaited as futures (docs/internals.md "Writing a message",
+        # steps 3 and 5).
+        if draft is None and len(data) <= INLINE_BYTES:
+            draft = self._write_prepare(draft, data, envelope)
+        else:
+            draft = await self.server._blocking(self._write_prepare, draft, data, envelope)
         try:
             await group.wait()                                    # 3
             draft.publish()                                       # 4: committed
             await group.wait()                                    # 5
         except BaseException:
             log.error("making %s durable failed; undoing it", draft.queue_id)
-            await self.server._blocking(draft.abort)
+            draft.abort()   # unlinks: no flush
             raise
         return draft.done()
 

@@ -199,7 +199,7 @@ class SendService:
         for info in loaded:
             self.after_change(info)
 
-    def _preprocess(self, qid: QueueId) -> MessageInfo | None:
+    def _preprocess(self, qid: QueueId) -> tuple[MessageInfo, Envelope] | None:
         """Read and route one todo entry. Runs in a thread."""
         text = str(qid)
         todo = self.queue.todo(qid)
@@ -233,7 +233,7 @@ class SendService:
             return None
         # Not written yet: the todo entry stays the durable record until the first result
         # is saved (save()), one fsync'ed write per message fewer than writing it here.
-        return route_envelope(text, env, size, self.book.get())
+        return route_envelope(text, env, size, self.book.get()), env
 
     def _new_todo(self) -> list[QueueId]:
         """The todo entries send does not know yet. Runs in a thread; names already being
@@ -277,13 +277,25 @@ class SendService:
                 infos = await asyncio.to_thread(self._preprocess_many, batch)
             finally:
                 self._preprocessing.difference_update(names)
-            for info in infos:
-                if info is not None:
+            for found in infos:
+                if found is not None:
+                    info, env = found
+                    self.received(info, env)
                     self.sched.add(info)
                     self.after_change(info)
             self.wake()
 
-    def _preprocess_many(self, batch: list[QueueId]) -> list[MessageInfo | None]:
+    def received(self, info: MessageInfo, env: Envelope) -> None:
+        """The delivery log's first line for a message (again after a crash before its
+        first result: at least once)."""
+        fields: dict[str, Any] = {"id": info.id, "size": info.size, "sender": info.sender,
+                                  "origin": env.origin, "uid": env.uid, "pid": env.pid,
+                                  "rcpts": len(env.recipients)}
+        if env.client:
+            fields["client"] = env.client
+        self.event("received", **fields)
+
+    def _preprocess_many(self, batch: list[QueueId]) -> list[tuple[MessageInfo, Envelope] | None]:
         out = []
         for qid in batch:
             try:

@@ -287,7 +287,7 @@ class Session:
         sender = str(mail.sender).encode("utf-8") if mail.sender is not None else b""
         try:
             inj = await AsyncInjection.open(self.shared.queue_socket, origin="network",
-                                            timeout=self.s.timeout)
+                                            timeout=self.s.timeout, client=self.ip)
             await inj.begin(sender, list(recipients), params)
             await inj.write(received_line(
                 helo=self.proto.helo, host=self.host, ip=self.ip, me=self.s.me,

@@ -119,3 +119,39 @@ def test_default_listeners_for_an_ordinary_user_and_for_root() -> None:
     assert run_command.DEFAULTS_ROOT["smtp"] == "0.0.0.0:25"
     assert run_command.DEFAULTS_ROOT["submission"] == "0.0.0.0:587"
     assert run_command.DEFAULTS_ROOT["web"] == "127.0.0.1:8000"
+
+
+@pytest.mark.slow
+def test_the_delivery_log_follows_a_message_from_smtp_to_the_maildir(tmp_path: Path) -> None:
+    import json
+    import mailbox
+    import smtplib
+
+    with running_appliance(tmp_path, submission=False, web=False) as app:
+        control = app.state.control
+        (control / "locals").write_text("log.example\n")
+        (control / "rcpthosts").write_text("log.example\n")
+        (control / "mailboxes").write_text("kim@log.example\n")
+        with smtplib.SMTP(*app.listeners["smtp"], timeout=30) as smtp:
+            smtp.sendmail("sender@far.example", ["kim@log.example"],
+                          b"Subject: traced\r\n\r\nhello\r\n")
+        maildir = app.state.mail / "log.example" / "kim"
+        wait_for(lambda: (maildir / "new").is_dir()
+                 and len(mailbox.Maildir(maildir, create=False)) == 1, timeout=60,
+                 what="the delivery")
+        path = app.state.log / "delivery.log"
+
+        def story() -> list[dict[str, object]]:
+            return [json.loads(line) for line in path.read_text().splitlines()] \
+                if path.exists() else []
+        wait_for(lambda: any(e["event"] == "delivered" for e in story()), timeout=30,
+                 what="the delivered event")
+        events = story()
+    [received] = [e for e in events if e["event"] == "received"]
+    qid = received["id"]
+    assert received["sender"] == "sender@far.example"
+    assert received["client"] == "127.0.0.1" and received["origin"] == "network"
+    assert isinstance(received["uid"], int) and received["rcpts"] == 1
+    assert isinstance(received["size"], int) and received["size"] > len("Subject: traced")
+    kinds = [e["event"] for e in events if e.get("id") == qid]
+    assert kinds == ["received", "started", "delivered"]

@@ -19,6 +19,22 @@ def test_encoding_is_the_documented_format() -> None:
                                 b"PBODY=8BITMIME\0Tbob@example.net\0Tc@d.example\0")
 
 
+def test_the_client_record_is_optional_and_strict() -> None:
+    net = Envelope(uid=7, pid=8, origin="network", birth=1, sender=b"", recipients=(b"a@b.example",),
+                   client="2001:db8::1")
+    assert net.encode() == b"V1\0u7\0p8\0onetwork\0c2001:db8::1\0t1\0F\0Ta@b.example\0"
+    assert decode(net.encode()) == net
+    assert decode(net.encode().replace(b"c2001:db8::1\0", b"")).client == ""  # older envelopes
+    for bad in ("2001:DB8::1", "010.0.0.1", "fe80::1%eth0", "host.example", "1.2.3.4 "):
+        with pytest.raises(EnvelopeError, match="client"):
+            Envelope(uid=7, pid=8, origin="network", birth=1, sender=b"",
+                     recipients=(b"a@b.example",), client=bad)
+        with pytest.raises(EnvelopeError, match="client"):
+            decode(net.encode().replace(b"2001:db8::1", bad.encode()))
+    with pytest.raises(EnvelopeError, match="empty client"):
+        decode(net.encode().replace(b"c2001:db8::1", b"c"))
+
+
 def test_null_sender_and_utf8_with_smtputf8() -> None:
     env = Envelope(uid=0, pid=1, origin="bounce", birth=0, sender=b"",
                    recipients=("jörg@bücher.example".encode(),), params=(b"SMTPUTF8",))
@@ -42,7 +58,8 @@ envelopes = st.builds(
     origin=st.sampled_from(["network", "local", "bounce"]), birth=st.integers(0, 2**40),
     sender=st.one_of(st.just(b""), addresses),
     recipients=st.lists(addresses, min_size=1, max_size=5).map(tuple),
-    params=st.lists(params, max_size=4).map(tuple))
+    params=st.lists(params, max_size=4).map(tuple),
+    client=st.one_of(st.just(""), st.ip_addresses().map(str)))
 
 
 @given(envelopes)

@@ -54,6 +54,14 @@ def test_network_injection_from_privileged_uid_has_no_received_line() -> None:
     assert s.envelope(1).params == (b"BODY=8BITMIME",)
 
 
+def test_smtpd_names_its_client_for_the_envelope() -> None:
+    s = session(uid=50)
+    run(s, [(b"V", HELLO_NET + b" client=192.0.2.7"), (b"F", b""), (b"T", b"c@d.example"),
+            (b"E", b"")])
+    assert s.envelope(1).client == "192.0.2.7"
+    assert b"c192.0.2.7\0" in s.envelope(1).encode()
+
+
 def test_smtputf8_allows_utf8_addresses() -> None:
     s = session()
     run(s, [(b"V", HELLO_LOCAL), (b"F", "jörg@bücher.example".encode()),
@@ -67,6 +75,12 @@ def test_smtputf8_allows_utf8_addresses() -> None:
     ([(b"V", b"hello")], {}, "5.5.1", "hello is not"),
     ([(b"V", HELLO_NET)], {}, "5.7.1", "not permitted for uid 1000"),
     ([(b"V", b"postern-queue 1 origin=bounce")], {}, "5.7.1", "not permitted"),
+    ([(b"V", HELLO_LOCAL + b" client=192.0.2.7")], {}, "5.5.4", "only with origin=network"),
+    ([(b"V", HELLO_NET + b" client=192.0.2.7")], {}, "5.7.1", "not permitted for uid 1000"),
+    ([(b"V", HELLO_NET + b" client=1.2.3.400")], {"uid": 50}, "5.5.4", "not an IP address"),
+    ([(b"V", HELLO_NET + b" client=::ffff:010.0.0.1")], {"uid": 50}, "5.5.4", "not an IP"),
+    ([(b"V", HELLO_NET + b" client=")], {"uid": 50}, "5.5.1", "hello is not"),
+    ([(b"V", HELLO_NET + b" client=1.2.3.4 x")], {"uid": 50}, "5.5.1", "hello is not"),
     ([(b"V", HELLO_LOCAL), (b"T", b"a@b.example")], {}, "5.5.1", "sender"),
     ([(b"V", HELLO_LOCAL), (b"F", b"a b@c.example")], {}, "5.1.7", "bad sender"),
     ([(b"V", HELLO_LOCAL), (b"F", b""), (b"T", b"a\x01b@c.example")], {}, "5.1.3", "control characters"),
