@@ -48,7 +48,7 @@ STATUS_SOCKET: Final = "status.sock"
 LOCAL_SOCKET: Final = "local.sock"
 REMOTE_SOCKET: Final = "remote.sock"
 CLEAN_SOCKET: Final = "clean.sock"
-TRIGGER_FIFO: Final = "trigger"  # QUEUE writes one byte after each commit; SEND reads
+TRIGGER_FIFO: Final = "trigger"  # QUEUE writes "<id>\n" after each commit; SEND reads
 
 # Who may connect to whom. Anything else is a bug or an attack.
 PEERS: Final[dict[str, tuple[Daemon, frozenset[str]]]] = {

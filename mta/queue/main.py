@@ -10,7 +10,7 @@ DESCRIPTION
     CR and LF into CRLF, prepends ``Received: (postern <pid> invoked by uid <uid>); <date>``
     for local injections, writes the message and its envelope, fsyncs both and the
     directories whose entries changed, commits the envelope into ``queue/todo`` and only then
-    answers ``K <queue id>``; afterwards it writes one byte into ``run/trigger`` to wake send.
+    answers ``K <queue id>``; afterwards it writes the id into ``run/trigger`` to wake send.
     Any refusal is a ``D`` (permanent) or ``Z`` (temporary) answer whose text starts with an
     enhanced status code; nothing of a refused or abandoned message stays on disk.
 

@@ -17,7 +17,6 @@ import errno
 import logging
 import os
 import socket
-import stat
 import struct
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from mta.common import ipc
 from mta.common.control import ControlFile, parse_number
 from mta.common.envelope import Envelope
 from mta.common.frames import HEADER_SIZE, encode
+from mta.common.trigger import Poker
 from mta.queue.protocol import Commit, InjectionSession, Refused, check_header, temporary
 from mta.queue.store import DEBRIS_AGE, CleanupReport, Draft, QueueStore
 from mta.util.unixsock import bind_unix
@@ -67,24 +67,6 @@ def error_text(exc: OSError) -> Refused:
                      f"{os.strerror(exc.errno) if exc.errno else exc}")
 
 
-def poke(trigger: Path) -> None:
-    """Wake ``send``: one byte into the trigger FIFO, never blocking, never failing."""
-    try:
-        fd = os.open(trigger, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:  # ENOENT (no FIFO yet), ENXIO (no reader): send will scan anyway
-        if exc.errno not in (errno.ENOENT, errno.ENXIO):
-            log.warning("cannot open trigger %s: %s", trigger, exc)
-        return
-    try:
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            os.write(fd, b"!")
-    except OSError as exc:
-        if exc.errno not in (errno.EAGAIN, errno.EPIPE):
-            log.warning("cannot write trigger %s: %s", trigger, exc)
-    finally:
-        os.close(fd)
-
-
 @dataclass
 class QueueServer:
     """Serves injections into ``store``.
@@ -93,7 +75,7 @@ class QueueServer:
         store: where messages go.
         privileged_uids: who may inject origin=network/bounce (smtpd's and send's users).
         databytes: a callable giving the current control/databytes (0 = unlimited).
-        trigger: the FIFO to poke after each commit, or ``None``.
+        trigger: the FIFO to name each commit in (``mta/common/trigger.py``), or ``None``.
     """
 
     store: QueueStore
@@ -104,10 +86,13 @@ class QueueServer:
     workers: int = WORKERS
     _pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
     _active: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _poker: Poker | None = field(init=False, default=None)
     committed: int = 0
 
     def __post_init__(self) -> None:
         self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="fsync")
+        if self.trigger is not None:
+            self._poker = Poker(self.trigger)
 
     async def _blocking(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -136,6 +121,8 @@ class QueueServer:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
+        if self._poker is not None:
+            self._poker.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -170,8 +157,8 @@ class QueueServer:
             except ConnectionError:
                 log.warning("%s committed but uid %d pid %d left before the answer",
                             queue_id, uid, pid)
-            if self.trigger is not None:
-                poke(self.trigger)
+            if self._poker is not None:
+                self._poker.poke(queue_id)
         except TimeoutError:
             log.info("uid %d pid %d timed out; message abandoned", uid, pid)
             await self._answer(writer, temporary("4.4.2 timed out waiting for the client"))

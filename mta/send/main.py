@@ -3,9 +3,9 @@
 
 DESCRIPTION
     ``python -m mta.send --state DIR [--user USER]``. Reads committed messages from
-    ``queue/todo`` (woken by ``run/trigger``, rescanning every 30 s), routes each recipient
-    (``control/locals``, ``virtualdomains``, ``mailboxes``, ``aliases``), keeps per-recipient
-    state in ``queue/info``, hands deliveries to ``local`` (run/local.sock) and ``remote``
+    ``queue/todo`` (the entries ``run/trigger`` names; all of it every 30 s), routes each
+    recipient (``control/locals``, ``virtualdomains``, ``mailboxes``, ``aliases``), keeps
+    per-recipient state in ``queue/info``, hands deliveries to ``local`` (run/local.sock) and ``remote``
     (run/remote.sock), retries temporary failures on qmail's schedule, sends RFC 3464
     bounces through ``queue`` (run/queue.sock), asks ``clean`` (run/clean.sock) to remove
     finished messages, logs every event to ``log/delivery.log`` and serves the read-only

@@ -1,9 +1,10 @@
 """The ``send`` daemon at work: todo in, jobs out to local/remote, results, bounces, clean.
 
-``SendService`` is the I/O shell around ``scheduler.Scheduler``: it preprocesses
-``queue/todo`` (woken by the ``run/trigger`` FIFO, and rescanning periodically) into
-``queue/info`` (``routing.py``; ``saver.py`` writes the states in groups, one shared flush
-for all of them, then the todo entry is removed),
+``SendService`` is the I/O shell around ``scheduler.Scheduler``: it preprocesses the
+``queue/todo`` entries the ``run/trigger`` FIFO names (all of them at start and
+periodically) and, after their first results, keeps their state in ``queue/info``
+(``routing.py``; ``saver.py`` writes the states in groups, one shared flush for all of
+them, then the todo entry is removed; a message finished at once needs none),
 keeps ``concurrencylocal``/``concurrencyremote`` connections to ``run/local.sock`` and
 ``run/remote.sock``, persists every result before acting on it, injects DSNs through
 ``run/queue.sock`` (origin=bounce), asks ``run/clean.sock`` to remove finished messages,
@@ -33,6 +34,8 @@ from mta.common.frames import FrameError, encode, read_frame
 from mta.common.paths import StateDir
 from mta.common.queuedirs import QueueDirs, QueueId, QueueIdError, parse_id
 from mta.common.results import Result
+from mta.common import trigger
+from mta.common.trigger import TriggerParser
 from mta.local.protocol import decode_result, encode_job
 from mta.queue.client import Injection, QueuePermanentError, QueueError
 from mta.send import bounce, info as infofile, status
@@ -48,7 +51,7 @@ log = logging.getLogger("postern.send")
 RESCAN: Final = 30.0           # seconds between todo scans without a trigger
 RETRY_SIDE_TASK: Final = 30.0  # seconds before retrying a bounce injection
 RETRY_CLEAN: Final = 2.0       # seconds before asking clean again
-PREPROCESS_BATCH: Final = 16   # todo entries read and routed per trip to a thread
+PREPROCESS_BATCH: Final = 16   # todo entries read and routed between two yields to the loop
 WORKER_BACKOFF: Final = 1.0    # seconds a slot rests after its worker socket failed
 MAX_INFO: Final = 64 * 1024 * 1024  # bytes: 10,000 recipients with long texts fit
 CLEAN_BATCH: Final = 256       # clean requests written before reading their answers
@@ -83,10 +86,12 @@ class SendService:
         self._side: set[str] = set()      # ids with a bounce or clean under way
         self._saved: set[str] = set()     # ids whose queue/info exists (todo then removed)
         self.to_clean: asyncio.Queue[MessageInfo] = asyncio.Queue()
-        self._preprocessing: set[str] = set()
         self._bad_todo: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_scan = 0.0
+        self._trigger = TriggerParser()
+        self._poked: list[QueueId] = []     # named by the trigger, not read yet
+        self._full_scan = True              # list every todo subdirectory at the next scan
         self._unavailable_logged: dict[str, float] = {}
 
     # --- helpers ------------------------------------------------------------------------
@@ -200,7 +205,7 @@ class SendService:
             self.after_change(info)
 
     def _preprocess(self, qid: QueueId) -> tuple[MessageInfo, Envelope] | None:
-        """Read and route one todo entry. Runs in a thread."""
+        """Read and route one todo entry (blocking, small: run on the loop)."""
         text = str(qid)
         todo = self.queue.todo(qid)
         info_path = self.queue.info(qid)
@@ -236,10 +241,9 @@ class SendService:
         return route_envelope(text, env, size, self.book.get()), env
 
     def _new_todo(self) -> list[QueueId]:
-        """The todo entries send does not know yet. Runs in a thread; names already being
-        preprocessed or scheduled are skipped before parsing (the scan runs after every
-        injection, and a busy queue has hundreds of such entries)."""
-        known, busy = self.sched.messages, self._preprocessing   # read-only here
+        """The todo entries send does not know yet. Runs in a thread; names already
+        scheduled are skipped before parsing (a busy queue has hundreds)."""
+        known = self.sched.messages   # read-only here
         out = []
         for n in range(self.queue.split):
             try:
@@ -247,7 +251,7 @@ class SendService:
             except FileNotFoundError:
                 continue
             for name in names:
-                if name in known or name in busy:
+                if name in known:
                     continue
                 try:
                     qid = parse_id(name)
@@ -265,25 +269,32 @@ class SendService:
             pass
 
     async def scan_todo(self) -> None:
-        self._last_scan = time.monotonic()
-        ids = await asyncio.to_thread(self._new_todo)
-        # A few at a time per trip to a thread: a trip per message cost more (waking a
-        # thread, the GIL changing hands) than reading and routing the message.
+        """Read and route new todo entries: the ones the trigger named, or after a start, a
+        rescan interval, or a trigger that may have lost names, every subdirectory's."""
+        if self._full_scan or time.monotonic() - self._last_scan > RESCAN:
+            self._full_scan = False
+            self._poked.clear()
+            self._last_scan = time.monotonic()
+            ids = await asyncio.to_thread(self._new_todo)
+        else:
+            ids, self._poked = self._poked, []
+            ids = [q for q in ids if str(q) not in self.sched.messages]
+        # On the loop, a few at a time: reading a small envelope and two stats cost less
+        # than a trip to a thread (a thread's wake-up, the GIL changing hands).
         for start in range(0, len(ids), PREPROCESS_BATCH):
-            batch = ids[start:start + PREPROCESS_BATCH]
-            names = [str(q) for q in batch]
-            self._preprocessing.update(names)
-            try:
-                infos = await asyncio.to_thread(self._preprocess_many, batch)
-            finally:
-                self._preprocessing.difference_update(names)
-            for found in infos:
+            for qid in ids[start:start + PREPROCESS_BATCH]:
+                try:
+                    found = self._preprocess(qid)
+                except OSError as exc:
+                    log.error("cannot preprocess %s: %s", qid, exc)
+                    continue
                 if found is not None:
                     info, env = found
                     self.received(info, env)
                     self.sched.add(info)
                     self.after_change(info)
             self.wake()
+            await asyncio.sleep(0)   # let deliveries and results through between batches
 
     def received(self, info: MessageInfo, env: Envelope) -> None:
         """The delivery log's first line for a message (again after a crash before its
@@ -294,16 +305,6 @@ class SendService:
         if env.client:
             fields["client"] = env.client
         self.event("received", **fields)
-
-    def _preprocess_many(self, batch: list[QueueId]) -> list[tuple[MessageInfo, Envelope] | None]:
-        out = []
-        for qid in batch:
-            try:
-                out.append(self._preprocess(qid))
-            except OSError as exc:
-                log.error("cannot preprocess %s: %s", qid, exc)
-                out.append(None)
-        return out
 
     async def todo_loop(self) -> None:
         """Preprocess todo whenever asked (trigger, rescan), one scan at a time, beside the
@@ -326,12 +327,20 @@ class SendService:
         self._trigger_w = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         loop = asyncio.get_running_loop()
 
+        limit = trigger.capacity(rfd) - 4096    # drained this much: a poke may be lost
+
         def readable() -> None:
+            drained = 0
             try:
-                while os.read(rfd, 4096):
-                    pass
+                while data := os.read(rfd, 65536):
+                    drained += len(data)
+                    ids, full = self._trigger.feed(data)
+                    self._poked += ids
+                    self._full_scan |= full
             except BlockingIOError:
                 pass
+            if self._trigger.drained() or drained >= limit:
+                self._full_scan = True
             self.todo_wanted.set()
         loop.add_reader(rfd, readable)
 

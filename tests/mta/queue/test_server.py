@@ -234,21 +234,31 @@ def test_many_concurrent_clients(queue_daemon: QueueDaemon) -> None:
         assert store.read_message(queue_id) == body
 
 
-def test_commit_pokes_the_trigger(queue_daemon: QueueDaemon) -> None:
+def test_commit_names_itself_in_the_trigger(queue_daemon: QueueDaemon) -> None:
     os.mkfifo(queue_daemon.state.trigger)
     fd = os.open(queue_daemon.state.trigger, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        inject(queue_daemon.socket, b"", [b"a@b.example"], b"x")
-        assert support.wait_for(lambda: _read(fd), what="a byte in the trigger") == b"!"
+        first = inject(queue_daemon.socket, b"", [b"a@b.example"], b"x")
+        line = support.wait_for(lambda: _read(fd), what="a line in the trigger")
+        assert line == first.encode() + b"\n"
     finally:
         os.close(fd)
-    # No reader: the commit still succeeds (ENXIO is ignored).
+    # No reader: the commit still succeeds (EPIPE, then ENXIO, are ignored)...
     inject(queue_daemon.socket, b"", [b"a@b.example"], b"y")
+    inject(queue_daemon.socket, b"", [b"a@b.example"], b"z")
+    # ... and a new reader is named the next commit.
+    fd = os.open(queue_daemon.state.trigger, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        last = inject(queue_daemon.socket, b"", [b"a@b.example"], b"w")
+        line = support.wait_for(lambda: _read(fd), what="a line in the trigger")
+        assert line == last.encode() + b"\n"
+    finally:
+        os.close(fd)
 
 
 def _read(fd: int) -> bytes:
     try:
-        return os.read(fd, 1)
+        return os.read(fd, 4096)
     except BlockingIOError:
         return b""
 
