@@ -81,14 +81,21 @@ def unique_name(size: int) -> str:
 
 
 def _open_dir(name: str, dir_fd: int, *, create: bool) -> int:
-    if create:
+    """Open ``name`` under ``dir_fd`` (never through a symlink), creating it first if it is
+    missing and ``create``: the open is tried first, the Maildir exists on all but one
+    delivery."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        try:
+            return os.open(name, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            if not create:
+                raise
         try:
             os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
         except FileExistsError:
-            pass
-    try:
-        return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                       dir_fd=dir_fd)
+            pass            # made by a delivery in another thread just now
+        return os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             log.error("refusing mailbox path component %r: a symlink or not a directory", name)
