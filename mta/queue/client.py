@@ -228,8 +228,8 @@ class AsyncInjection:
                    timeout: float = DEFAULT_TIMEOUT, client: str = "") -> "AsyncInjection":
         hello = _hello(origin, client)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(os.fspath(socket_path)), timeout)
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_unix_connection(os.fspath(socket_path))
         except (OSError, TimeoutError) as exc:
             raise QueueTemporaryError(f"4.3.0 the queue is not running ({socket_path}: "
                                       f"{getattr(exc, 'strerror', None) or exc})") from exc
@@ -289,7 +289,10 @@ class AsyncInjection:
         try:
             self._writer.write(bytes(self._out))
             self._out.clear()
-            await asyncio.wait_for(self._writer.drain(), self._timeout)
+            if self._writer.transport.get_write_buffer_size():   # not all sent at once
+                await asyncio.wait_for(self._writer.drain(), self._timeout)
+            else:
+                await self._writer.drain()   # returns at once; raises if the peer is gone
         except TimeoutError:
             self.abort()
             raise QueueTemporaryError("4.4.2 timed out sending to the queue") from None

@@ -205,7 +205,10 @@ class Session:
 
     async def _write(self, data: bytes) -> None:
         self._writer.write(data)
-        await asyncio.wait_for(self._writer.drain(), self.config.timeout)
+        if self._writer.transport.get_write_buffer_size():   # not all sent at once: wait
+            await asyncio.wait_for(self._writer.drain(), self.config.timeout)
+        else:
+            await self._writer.drain()   # returns at once; raises if the peer is gone
 
     async def _read_pair(self) -> tuple[Command, Reply]:
         while True:
@@ -368,9 +371,12 @@ class Session:
     async def _send_message(self, message: BinaryIO) -> None:
         message.seek(0)
         encoder = DataEncoder()
+        pending = b""
         while chunk := message.read(READ_SIZE):
-            await self._write_or_fail(encoder.encode(chunk))
-        await self._write_or_fail(encoder.finish())
+            if pending:
+                await self._write_or_fail(pending)
+            pending = encoder.encode(chunk)
+        await self._write_or_fail(pending + encoder.finish())   # a small message: one write
         self._proto.end_of_data()
 
     async def _abort_data(self) -> None:
