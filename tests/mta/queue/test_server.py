@@ -258,7 +258,7 @@ def test_commit_names_itself_in_the_trigger(queue_daemon: QueueDaemon) -> None:
             return last.encode() + b"\n" in got
         support.wait_for(named, what="the last commit named in the trigger")
         assert got.endswith(b"\n")
-        assert all(queuedirs.parse_id(line) for line in got.split()), got
+        assert all(queuedirs.parse_id(line.decode()) for line in got.split()), got
     finally:
         os.close(fd)
 
