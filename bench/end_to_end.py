@@ -68,16 +68,19 @@ def count(new: Path) -> int:
         return 0
 
 
-def timed(port: int, new: Path, n: int, concurrency: int) -> float:
+def timed(port: int, new: Path, n: int, concurrency: int) -> tuple[float, float, int]:
+    """Seconds until all ``n`` are in ``new/``; also when smtp-source was done and how many
+    were delivered by then (which side of the server is the slower)."""
     before = count(new)
     t0 = time.monotonic()
     source(port, n, concurrency)
+    sent, delivered = time.monotonic() - t0, count(new) - before
     deadline = t0 + max(120.0, n / 5)
     while count(new) < before + n:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{count(new) - before} of {n} delivered")
         time.sleep(0.005)
-    return time.monotonic() - t0
+    return time.monotonic() - t0, sent, delivered
 
 
 def chown_like_parent(path: Path) -> None:
@@ -225,10 +228,12 @@ def main() -> int:
     for r in range(args.rounds):
         for name, start in runs:
             with temp_on_fresh_fs(args.fresh_fs), start() as (port, new, stats):
-                seconds = timed(port, new, args.messages, args.concurrency)
+                seconds, sent, delivered = timed(port, new, args.messages, args.concurrency)
+                stats["sent_s"], stats["delivered_when_sent"] = sent, delivered
             rate = args.messages / seconds
             results[name].append(rate)
-            extra = "".join(f", {k} {v:.1f}" if k == "startup" or k.startswith("cpu_")
+            extra = "".join(f", {k} {v:.2f}" if k == "sent_s" else
+                            f", {k} {v:.1f}" if k == "startup" or k.startswith("cpu_")
                             else f", {k} {v:.0f}"
                             for k, v in stats.items())
             print(f"round {r + 1} {name}: {args.messages} messages in {seconds:.2f} s = "
