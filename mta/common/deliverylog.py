@@ -24,6 +24,7 @@ from typing import Any, Final
 LOG_NAME: Final = "delivery.log"
 MAX_BYTES: Final = 16 * 1024 * 1024
 KEEP: Final = 5
+_ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one, reused
 RECHECK: Final = 1.0  # seconds between checks that the path still names the open file
 EVENTS: Final = frozenset({"received", "started", "delivered", "deferred", "bounced",
                            "expired", "failed", "dropped"})
@@ -47,7 +48,7 @@ class DeliveryLog:
         if kind not in EVENTS:
             raise ValueError(f"unknown delivery log event {kind!r}")
         record = {"time": round(time.time(), 3), "event": kind, **fields}
-        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        line = (_ENCODER.encode(record) + "\n").encode()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -24,6 +24,7 @@ exist at the same time; the birth time makes them unique over time, when inodes 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -173,7 +174,14 @@ class QueueDirs:
     def subdir(self, kind: str, n: int) -> Path:
         if kind not in SPLIT_KINDS or not 0 <= n < self.split:
             raise ValueError(f"no such queue directory {kind}/{n}")
-        return self.root / kind / str(n)
+        return self._subdirs[kind][n]
+
+    @functools.cached_property
+    def _subdirs(self) -> dict[str, tuple[Path, ...]]:
+        # Built once: a path per message is on every daemon's hot path, and pathlib's joins
+        # cost more than the syscall the path is for.
+        return {kind: tuple(self.root / kind / str(n) for n in range(self.split))
+                for kind in SPLIT_KINDS}
 
     def path(self, kind: str, queue_id: QueueId | str) -> Path:
         """``queue/<kind>/<inode % split>/<id>`` for a validated id."""
