@@ -92,9 +92,9 @@ class RemoteServer:
             for (i, _), result in zip(good, got):
                 results[i] = result
         final = [r for r in results if r is not None]
-        for rcpt, result in zip(job.recipients, final):
-            log.info("%s: %s: %s", job.queue_id, result.outcome.value,
-                     result.text[:300])
+        for rcpt, result in zip(job.recipients, final):   # successes: the delivery log's
+            log.log(logging.DEBUG if result.outcome is Outcome.DELIVERED else logging.INFO,
+                    "%s: %s: %s", job.queue_id, result.outcome.value, result.text[:300])
         return final
 
 

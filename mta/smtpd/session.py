@@ -331,8 +331,9 @@ class Session:
             except QueueError as exc:
                 reply = _queue_reply(exc)
             else:
-                log.info("%s: accepted %s from <%s> for %d recipient(s), %d bytes", self.ip,
-                         queue_id, txn.sender or "", len(txn.recipients or []), txn.size)
+                # send's delivery log has it ("received", with the client): DEBUG here
+                log.debug("%s: accepted %s from <%s> for %d recipient(s), %d bytes", self.ip,
+                          queue_id, txn.sender or "", len(txn.recipients or []), txn.size)
                 self._reset()
                 return R.QUEUED.with_text(f"ok queued as {queue_id}")
         if inj is not None:
