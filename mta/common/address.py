@@ -35,6 +35,13 @@ _LDH_LABEL = re.compile(rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _IPV4 = re.compile(rb"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
                    rb"(?:\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
 _NEEDS_QUOTES = re.compile(r"[^A-Za-z0-9!#$%&'*+\-/=?^_`{|}~.\x80-\U0010ffff]")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+# The common case in one match (every daemon parses each address; the general path costs
+# ten times as much): an ASCII dot-string, "@", LDH labels. Whatever it accepts, the general
+# path accepts with the same result (tests/mta/common/test_address.py checks it).
+_LABEL_TEXT = rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PLAIN = re.compile(rb"([" + _ATEXT + rb"]+(?:\.[" + _ATEXT + rb"]+)*)@(" + _LABEL_TEXT
+                    + rb"(?:\." + _LABEL_TEXT + rb")*)")
 
 
 class AddressError(ValueError):
@@ -75,11 +82,19 @@ def parse_mailbox(raw: bytes, *, smtputf8: bool = False) -> Address:
     Raises:
         AddressError: with a reason fit for the reply text.
     """
+    plain = _PLAIN.fullmatch(raw)
+    if plain is not None and len(plain[2]) <= MAX_DOMAIN:
+        return Address(plain[1].decode("ascii"), plain[2].decode("ascii").lower())
+    return _parse_mailbox(raw, smtputf8)
+
+
+def _parse_mailbox(raw: bytes, smtputf8: bool) -> Address:
+    """``parse_mailbox`` for every form: quoted strings, literals, UTF-8, and the errors."""
     if not raw:
         raise AddressError("empty address")
-    if not smtputf8 and any(b > 0x7F for b in raw):
+    if not smtputf8 and not raw.isascii():
         raise AddressError("8-bit characters in an address need SMTPUTF8")
-    if any(b < 0x20 or b == 0x7F for b in raw):
+    if _CONTROL.search(raw):
         raise AddressError("control characters in an address")
     quoted = _QUOTED_UTF8 if smtputf8 else _QUOTED
     dotted = _DOT_STRING_UTF8 if smtputf8 else _DOT_STRING
@@ -123,7 +138,7 @@ def parse_domain(raw: bytes, *, smtputf8: bool = False) -> str:
     for label in labels:
         if not label:
             raise AddressError("empty label in domain (leading, trailing or double dot)")
-        if all(b < 0x80 for b in label):
+        if label.isascii():
             if not _LDH_LABEL.fullmatch(label):
                 raise AddressError(f"invalid domain label {label.decode('ascii', 'replace')!r}")
             out.append(label.decode("ascii").lower())

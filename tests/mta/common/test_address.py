@@ -76,3 +76,25 @@ def test_rendered_addresses_round_trip(local: str, domain: str) -> None:
     address = Address(local, domain)
     assert parse_mailbox(str(address).encode()) == address
     assert quote_local(local) == str(address).rsplit("@", 1)[0]
+
+
+_near_addresses = st.one_of(
+    st.builds(lambda l, d: l.encode() + b"@" + d.encode(), _local, _domain),
+    st.binary(max_size=80),
+    st.text(alphabet="aZ9.-_@[]\"\\ \x00\x7fü:", max_size=40).map(lambda t: t.encode()),
+    st.builds(lambda l, n: l.encode() + b"@" + b".".join([b"a" * n] * 3), _atext,
+              st.integers(60, 90)))
+
+
+@given(_near_addresses, st.booleans())
+def test_the_fast_path_agrees_with_the_grammar(raw: bytes, smtputf8: bool) -> None:
+    from mta.common.address import _parse_mailbox
+    try:
+        general: Address | str = _parse_mailbox(raw, smtputf8)
+    except AddressError:
+        general = "refused"
+    try:
+        fast: Address | str = parse_mailbox(raw, smtputf8=smtputf8)
+    except AddressError:
+        fast = "refused"
+    assert fast == general
