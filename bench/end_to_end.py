@@ -172,6 +172,7 @@ def postern(deferred: int = 0) -> Iterator[tuple[int, Path, dict[str, float]]]:
         if deferred:
             t = time.monotonic()
             fill_queue(root / "queue", deferred)
+            os.sync()  # a queue of deferred mail has long been on disk, not in dirty pages
             print(f"  wrote {deferred} deferred messages in {time.monotonic() - t:.1f} s",
                   flush=True)
         t0 = time.monotonic()
