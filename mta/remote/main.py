@@ -56,7 +56,6 @@ SEE ALSO
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket

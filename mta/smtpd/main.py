@@ -61,7 +61,6 @@ SEE ALSO
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import logging
 import os

@@ -15,7 +15,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
