@@ -71,6 +71,32 @@ class TriggerParser:
         return bool(partial)
 
 
+class TriggerReader:
+    """send's end: drains the FIFO on ``fd`` (non-blocking) whenever it is readable."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.parser = TriggerParser()
+        self.limit = capacity(fd) - 4096   # drained this much at once: a poke may be lost
+
+    def drain(self) -> tuple[list[QueueId], bool]:
+        """Every id written so far, and whether to scan in full instead of trusting them."""
+        ids: list[QueueId] = []
+        full = False
+        drained = 0
+        try:
+            while data := os.read(self.fd, 65536):
+                drained += len(data)
+                got, more = self.parser.feed(data)
+                ids += got
+                full |= more
+        except BlockingIOError:
+            pass
+        if self.parser.drained() or drained >= self.limit:
+            full = True
+        return ids, full
+
+
 class Poker:
     """The queue's end: one descriptor kept open, reopened after an error."""
 

@@ -34,8 +34,7 @@ from mta.common.frames import FrameError, encode, read_frame
 from mta.common.paths import StateDir
 from mta.common.queuedirs import QueueDirs, QueueId, QueueIdError, parse_id
 from mta.common.results import Result
-from mta.common import trigger
-from mta.common.trigger import TriggerParser
+from mta.common.trigger import TriggerReader
 from mta.local.protocol import decode_result, encode_job
 from mta.queue.client import Injection, QueuePermanentError, QueueError
 from mta.send import bounce, info as infofile, status
@@ -89,7 +88,6 @@ class SendService:
         self._bad_todo: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._last_scan = 0.0
-        self._trigger = TriggerParser()
         self._poked: list[QueueId] = []     # named by the trigger, not read yet
         self._full_scan = True              # list every todo subdirectory at the next scan
         self._unavailable_logged: dict[str, float] = {}
@@ -327,20 +325,12 @@ class SendService:
         self._trigger_w = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         loop = asyncio.get_running_loop()
 
-        limit = trigger.capacity(rfd) - 4096    # drained this much: a poke may be lost
+        reader = TriggerReader(rfd)
 
         def readable() -> None:
-            drained = 0
-            try:
-                while data := os.read(rfd, 65536):
-                    drained += len(data)
-                    ids, full = self._trigger.feed(data)
-                    self._poked += ids
-                    self._full_scan |= full
-            except BlockingIOError:
-                pass
-            if self._trigger.drained() or drained >= limit:
-                self._full_scan = True
+            ids, full = reader.drain()
+            self._poked += ids
+            self._full_scan |= full
             self.todo_wanted.set()
         loop.add_reader(rfd, readable)
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mta.common.queuedirs import QueueIdError, make_id, parse_id
-from mta.common.trigger import MAX_LINE, Poker, TriggerParser, capacity
+from mta.common.trigger import MAX_LINE, Poker, TriggerParser, TriggerReader, capacity
 
 ids = st.builds(make_id, st.integers(0, 0xFFFFFFFF), st.integers(0, 999_999),
                 st.integers(0, 2**64 - 1))
@@ -80,3 +80,28 @@ def test_poker_writes_whole_lines_and_survives_no_reader(tmp_path: Path) -> None
     regular.write_bytes(b"")
     Poker(regular).poke(qid)                   # not a FIFO: refused, nothing written
     assert regular.read_bytes() == b""
+
+
+def test_a_full_fifo_asks_for_a_full_scan(tmp_path: Path) -> None:
+    """When send is far behind, the queue's write fails (EAGAIN) and that id is lost: the
+    reader, finding the FIFO (nearly) full, scans everything instead of trusting the ids."""
+    path = tmp_path / "trigger"
+    os.mkfifo(path)
+    rfd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    poker = Poker(path)
+    try:
+        reader = TriggerReader(rfd)
+        qid = make_id(1_700_000_000, 5, 77)
+        poker.poke(qid)
+        ids, full = reader.drain()
+        assert [str(q) for q in ids] == [qid] and not full
+        written = 0
+        while written < capacity(rfd) + 4096:        # more than it holds: some are dropped
+            poker.poke(qid)
+            written += len(qid) + 1
+        ids, full = reader.drain()
+        assert full and ids and all(str(q) == qid for q in ids)
+        assert reader.drain() == ([], False)         # drained: back to trusting the ids
+    finally:
+        poker.close()
+        os.close(rfd)
