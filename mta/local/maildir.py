@@ -147,15 +147,16 @@ def crlf_to_lf(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def read_chunks(fd: int) -> Iterator[bytes]:
-    os.lseek(fd, 0, os.SEEK_SET)
-    while chunk := os.read(fd, CHUNK):
+    """The whole file on ``fd`` from its start (``pread``: the offset is not touched)."""
+    offset = 0
+    while chunk := os.pread(fd, CHUNK, offset):
+        offset += len(chunk)
         yield chunk
 
 
 def has_delivered_to(fd: int, recipient: str) -> bool:
     """Whether the message's header already holds ``Delivered-To: <recipient>`` (a loop)."""
-    os.lseek(fd, 0, os.SEEK_SET)
-    head = os.read(fd, MAX_HEADER_SCAN)
+    head = os.pread(fd, MAX_HEADER_SCAN, 0)
     end = head.find(b"\r\n\r\n")
     header = head if end < 0 else head[:end + 2]
     want = recipient.encode("utf-8").lower()
@@ -329,7 +330,6 @@ def _begin(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
            sender: str, recipient: str, fsync: bool) -> Draft:
     if has_delivered_to(message_fd, recipient):
         raise _perm("5.4.6", f"mail loop: the message already has Delivered-To: {recipient}")
-    st = os.fstat(message_fd)
     head = f"Return-Path: <{sender}>\nDelivered-To: {recipient}\n".encode("utf-8")
     if any(c in head[:-1].replace(b"\n", b"") for c in (b"\r", b"\0")):
         raise _perm("5.6.0", "control characters in an address")
@@ -338,7 +338,7 @@ def _begin(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,
         # The size in the name must be the size on disk: count while converting.
         if mailbox.quota:
             used = quota_usage(fds, mailbox.quota)
-            if used + st.st_size > mailbox.quota:
+            if used + os.fstat(message_fd).st_size > mailbox.quota:
                 raise _temp("4.2.2", f"mailbox {mailbox.address} is over quota "
                                      f"({used} of {mailbox.quota} bytes used)")
         tmp_name = unique_name(0) + ".tmp"
