@@ -31,6 +31,7 @@ import errno
 import itertools
 import logging
 import os
+import random
 import re
 import secrets
 import socket
@@ -46,7 +47,7 @@ from mta.util.groupsync import GroupSyncs
 
 log = logging.getLogger("postern.local")
 
-CHUNK: Final = 256 * 1024
+CHUNK: Final = 64 * 1024   # under malloc's mmap threshold: no mmap/munmap per read
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 MAILDIRSIZE: Final = "maildirsize"
@@ -54,6 +55,9 @@ MAILDIRSIZE_MAX: Final = 5120        # Maildir++ spec: recalculate beyond this s
 MAX_HEADER_SCAN: Final = 1024 * 1024  # bytes of header scanned for Delivered-To loops
 _SIZE_IN_NAME = re.compile(r",S=([0-9]{1,20})")
 _counter = itertools.count()
+# The R part of a name: unpredictable enough beside pid, counter and time (uniqueness comes
+# from those and O_EXCL), from a generator seeded once by the kernel, not a syscall a name.
+_random = random.Random(secrets.randbits(128))
 _HOST = socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
 
@@ -76,7 +80,7 @@ def unique_name(size: int) -> str:
     now = time.time()
     sec = int(now)
     usec = int((now - sec) * 1_000_000)
-    return (f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(8)}"
+    return (f"{sec}.M{usec}P{os.getpid()}Q{next(_counter)}R{_random.getrandbits(64):016x}"
             f".{_HOST},S={size}")
 
 
@@ -156,7 +160,13 @@ def read_chunks(fd: int) -> Iterator[bytes]:
 
 def has_delivered_to(fd: int, recipient: str) -> bool:
     """Whether the message's header already holds ``Delivered-To: <recipient>`` (a loop)."""
-    head = os.pread(fd, MAX_HEADER_SCAN, 0)
+    head = b""
+    while len(head) < MAX_HEADER_SCAN and b"\r\n\r\n" not in head:
+        chunk = os.pread(fd, CHUNK, len(head))   # a small message: one read
+        if not chunk:
+            break
+        head += chunk
+    head = head[:MAX_HEADER_SCAN]
     end = head.find(b"\r\n\r\n")
     header = head if end < 0 else head[:end + 2]
     want = recipient.encode("utf-8").lower()

@@ -70,6 +70,16 @@ def test_delivered_to_loop_is_permanent(tmp_path: Path, mail: Path) -> None:
         is Outcome.DELIVERED
 
 
+@pytest.mark.parametrize("filler", [100, 70_000, 300_000])
+def test_a_loop_is_found_however_long_the_header(tmp_path: Path, mail: Path, filler: int) -> None:
+    """The header is read in pieces until its end (or MAX_HEADER_SCAN): a Delivered-To line
+    after a long header, across a read boundary, is still found."""
+    long_header = b"".join(b"X-Filler-%06d: %s\r\n" % (i, b"y" * 60) for i in range(filler // 80))
+    fd = message_fd(tmp_path, long_header + b"Delivered-To: joe@example.com\r\n\r\nbody\r\n")
+    r = deliver(mail, Mailbox("joe", "example.com"), fd, "", "joe@example.com")
+    assert r.outcome is Outcome.PERMANENT and r.enhanced == "5.4.6"
+
+
 @pytest.mark.parametrize("part", ["domain", "mailbox", "tmp", "new", "cur"])
 def test_symlinked_directories_are_refused(tmp_path: Path, mail: Path, part: str) -> None:
     elsewhere = tmp_path / "elsewhere"
