@@ -94,7 +94,7 @@ class LocalServer:
         try:
             inline = os.fstat(fd).st_size <= INLINE_BYTES
             started: list[Draft | Result] = []
-            for rcpt in job.recipients:   # one at a time: they read the same descriptor
+            for rcpt in job.recipients:   # in order; a big message in the pool, one by one
                 if inline:
                     started.append(self.begin_one(job, fd, rcpt))
                 else:
