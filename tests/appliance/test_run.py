@@ -128,10 +128,11 @@ def test_the_delivery_log_follows_a_message_from_smtp_to_the_maildir(tmp_path: P
     import smtplib
 
     with running_appliance(tmp_path, submission=False, web=False) as app:
+        from mta.util.atomic import write_atomic
         control = app.state.control
-        (control / "locals").write_text("log.example\n")
-        (control / "rcpthosts").write_text("log.example\n")
-        (control / "mailboxes").write_text("kim@log.example\n")
+        for name, text in (("locals", b"log.example\n"), ("rcpthosts", b"log.example\n"),
+                           ("mailboxes", b"kim@log.example\n")):
+            write_atomic(control / name, text)   # renamed into place: seen at once
         with smtplib.SMTP(*app.listeners["smtp"], timeout=30) as smtp:
             smtp.sendmail("sender@far.example", ["kim@log.example"],
                           b"Subject: traced\r\n\r\nhello\r\n")
