@@ -43,7 +43,7 @@ from typing import Final
 from mta.common.addressbook import Mailbox
 from mta.common.results import Outcome, Result
 from mta.util.atomic import unlink_logged
-from mta.util.groupsync import GroupSyncs
+from mta.util.groupsync import GroupSync, GroupSyncs
 
 log = logging.getLogger("postern.local")
 
@@ -401,6 +401,25 @@ def finish(draft: Draft) -> Result:
         draft.close()
     return Result(Outcome.DELIVERED,
                   f"2.0.0 delivered to {draft.mailbox.address} as {draft.name}", "2.0.0")
+
+
+async def complete(draft: Draft, group: GroupSync) -> Result:
+    """The flushes around ``publish`` awaited on a loop (the local daemon): ``deliver``'s
+    order with ``group``'s ``wait()`` for its ``sync()``."""
+    try:
+        await group.wait()            # the data, before its name appears in new/
+    except OSError as exc:
+        draft.abandon()
+        return failure(draft.mailbox, exc)
+    failed = publish(draft)
+    if failed is not None:
+        return failed
+    try:
+        await group.wait()            # the new/ entry
+    except OSError as exc:
+        draft.close()                 # in new/, not known durable: send retries
+        return failure(draft.mailbox, exc)
+    return finish(draft)
 
 
 def deliver(mail_root: str | os.PathLike[str], mailbox: Mailbox, message_fd: int,

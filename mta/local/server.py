@@ -27,7 +27,7 @@ from mta.common.paths import StateDir
 from mta.common.queuedirs import QueueDirs
 from mta.common.results import Outcome, Result
 from mta.local.jobserver import serve_jobs
-from mta.local.maildir import Draft, MaildirError, begin, failure, finish, publish, sync_quota
+from mta.local.maildir import Draft, MaildirError, begin, complete, sync_quota
 from mta.local.protocol import Job
 from mta.util.groupsync import GroupSyncs
 
@@ -102,7 +102,7 @@ class LocalServer:
                         self.pool, self.begin_one, job, fd, rcpt))
         finally:
             os.close(fd)
-        results = await asyncio.gather(*(self.complete(job, d) for d in started))
+        results = await asyncio.gather(*(self.finish_one(job, d) for d in started))
         for rcpt, result in zip(job.recipients, results):
             log.log(logging.DEBUG if result.outcome is Outcome.DELIVERED else logging.INFO,
                     "%s: %s: %s", job.queue_id, rcpt.decode("utf-8", "replace"), result.text)
@@ -122,30 +122,19 @@ class LocalServer:
         try:
             return begin(self.state.mail, mailbox, fd, sender, mailbox.address, fsync=False)
         except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the daemon
-            log.exception("%s: delivery to %s crashed", job.queue_id, address)
-            return Result(Outcome.TEMPORARY, f"4.3.0 local delivery failed: {exc}", "4.3.0")
+            return _crashed(job, address, exc)
 
-    async def complete(self, job: Job, draft: Draft | Result) -> Result:
-        """The two flushes around the link into new/ (maildir.py's order)."""
+    async def finish_one(self, job: Job, draft: Draft | Result) -> Result:
+        """The two flushes around the link into new/ (``maildir.complete``)."""
         if isinstance(draft, Result):
             return draft
         try:
-            group = self.syncs.for_fd(draft.fds["new"])
-            try:
-                await group.wait()        # the data, before its name appears in new/
-            except OSError as exc:
-                draft.abandon()
-                return failure(draft.mailbox, exc)
-            failed = publish(draft)
-            if failed is not None:
-                return failed
-            try:
-                await group.wait()        # the new/ entry
-            except OSError as exc:
-                draft.close()             # in new/, not known durable: send retries
-                return failure(draft.mailbox, exc)
-            return finish(draft)
+            return await complete(draft, self.syncs.for_fd(draft.fds["new"]))
         except Exception as exc:  # noqa: BLE001 - one bad delivery must not stop the daemon
             draft.close()
-            log.exception("%s: delivery to %s crashed", job.queue_id, draft.mailbox.address)
-            return Result(Outcome.TEMPORARY, f"4.3.0 local delivery failed: {exc}", "4.3.0")
+            return _crashed(job, draft.mailbox.address, exc)
+
+
+def _crashed(job: Job, address: str, exc: Exception) -> Result:
+    log.exception("%s: delivery to %s crashed", job.queue_id, address)
+    return Result(Outcome.TEMPORARY, f"4.3.0 local delivery failed: {exc}", "4.3.0")

@@ -289,10 +289,8 @@ class AsyncInjection:
         try:
             self._writer.write(bytes(self._out))
             self._out.clear()
-            if self._writer.transport.get_write_buffer_size():   # not all sent at once
-                await asyncio.wait_for(self._writer.drain(), self._timeout)
-            else:
-                await self._writer.drain()   # returns at once; raises if the peer is gone
+            async with asyncio.timeout(self._timeout):   # a timer, not a task as wait_for
+                await self._writer.drain()
         except TimeoutError:
             self.abort()
             raise QueueTemporaryError("4.4.2 timed out sending to the queue") from None

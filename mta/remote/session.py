@@ -205,10 +205,8 @@ class Session:
 
     async def _write(self, data: bytes) -> None:
         self._writer.write(data)
-        if self._writer.transport.get_write_buffer_size():   # not all sent at once: wait
-            await asyncio.wait_for(self._writer.drain(), self.config.timeout)
-        else:
-            await self._writer.drain()   # returns at once; raises if the peer is gone
+        async with asyncio.timeout(self.config.timeout):   # a timer, not a task as wait_for
+            await self._writer.drain()
 
     async def _read_pair(self) -> tuple[Command, Reply]:
         while True:

@@ -57,24 +57,21 @@ CLEAN_BATCH: Final = 256       # clean requests written before reading their ans
 SAVE_RETRY_MAX: Final = 5.0    # seconds between attempts to write queue/info on a full disk
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = [os.read(fd, 65536)]
-    while len(chunks[-1]) == 65536 and sum(map(len, chunks)) < MAX_INFO:
-        chunks.append(os.read(fd, 65536))
+def _read_all(fd: int, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the file on ``fd``, with plain ``read``s: no file object
+    (no fstat, lseek or isatty on the way), for the files send reads per message."""
+    chunks = []
+    size = 0
+    while size < limit and (chunk := os.read(fd, min(65536, limit - size))):
+        chunks.append(chunk)
+        size += len(chunk)
     return b"".join(chunks)
 
 
 def _read_file(path: os.PathLike[str], limit: int) -> bytes:
-    """Up to ``limit`` bytes of a small file with three syscalls and no file object (no
-    fstat, lseek or isatty on the way): one per todo entry read."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        chunks = []
-        size = 0
-        while size < limit and (chunk := os.read(fd, min(65536, limit - size))):
-            chunks.append(chunk)
-            size += len(chunk)
-        return b"".join(chunks)
+        return _read_all(fd, limit)
     finally:
         os.close(fd)
 
@@ -196,7 +193,7 @@ class SendService:
                         fd = os.open(text, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
                                      dir_fd=dfd)
                         try:
-                            data = _read_all(fd)
+                            data = _read_all(fd, MAX_INFO + 1)
                         finally:
                             os.close(fd)
                         out.append(infofile.decode(data, text))

@@ -117,15 +117,19 @@ def test_refuses_nothing_to_serve_and_long_run_dir(short_tmp: Path) -> None:
         dovecot.render(no_tls)
 
 
-ACCEPT_WINDOW = 5.0  # seconds; Dovecot's passwd-file check runs at most once per second
+# --- the whole appliance ----------------------------------------------------------------------
+
+# seconds for a published account change to reach Dovecot: its passwd-file check runs at
+# most once per second
+PASSWD_WINDOW = 5.0
 T = TypeVar("T")
 
 
 def accepted_soon(login: Callable[[], T], error: type[BaseException]) -> T:
     """``login`` for an account published a moment ago: a refusal is retried until
-    ACCEPT_WINDOW has passed (a login in the same second as an earlier one sees Dovecot's
+    PASSWD_WINDOW has passed (a login in the same second as an earlier one sees Dovecot's
     previous copy of the passwd-file), then raised."""
-    deadline = time.monotonic() + ACCEPT_WINDOW
+    deadline = time.monotonic() + PASSWD_WINDOW
     while True:
         try:
             return login()
@@ -135,7 +139,22 @@ def accepted_soon(login: Callable[[], T], error: type[BaseException]) -> T:
             time.sleep(0.2)
 
 
-# --- the whole appliance ----------------------------------------------------------------------
+def refused_soon(login: Callable[[], object], error: type[BaseException]) -> None:
+    """``login`` must fail with ``error`` within PASSWD_WINDOW; a success is closed and retried."""
+    deadline = time.monotonic() + PASSWD_WINDOW
+    while True:
+        try:
+            session = login()
+        except error:
+            return
+        for close in ("logout", "quit"):
+            if hasattr(session, close):
+                getattr(session, close)()
+                break
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still logged in {PASSWD_WINDOW}s after the change was published")
+        time.sleep(0.2)
+
 
 @dataclass
 class Mail:
@@ -154,7 +173,7 @@ class Mail:
 
     def imap(self, user: str, password: str, *, new: bool = False) -> imaplib.IMAP4:
         """Log in; ``new``: the account was just published, so retry a refusal for up to
-        ACCEPT_WINDOW (Dovecot re-reads its passwd-file at most once a second)."""
+        PASSWD_WINDOW (Dovecot re-reads its passwd-file at most once a second)."""
         def login() -> imaplib.IMAP4:
             host, port = self.app.listeners["imap"]
             client = imaplib.IMAP4(host, port, timeout=30)
@@ -329,26 +348,6 @@ def test_pop3_reads_and_deletes(mail: Mail) -> None:
     p.quit()
     assert [m["Subject"] for m in mailbox.Maildir(mail.maildir("pat"), create=False)] \
         == ["pop two"]
-
-
-REFUSAL_WINDOW = 5.0  # seconds; Dovecot's passwd-file check runs at most once per second
-
-
-def refused_soon(login: Callable[[], object], error: type[BaseException]) -> None:
-    """``login`` must fail with ``error`` within REFUSAL_WINDOW; a success is closed and retried."""
-    deadline = time.monotonic() + REFUSAL_WINDOW
-    while True:
-        try:
-            session = login()
-        except error:
-            return
-        for close in ("logout", "quit"):
-            if hasattr(session, close):
-                getattr(session, close)()
-                break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still logged in {REFUSAL_WINDOW}s after the change was published")
-        time.sleep(0.2)
 
 
 def test_password_change_applies_to_imap_pop3_and_smtp_auth(mail: Mail) -> None:
