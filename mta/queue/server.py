@@ -29,7 +29,7 @@ from mta.common.control import ControlFile, parse_number
 from mta.common.envelope import Envelope
 from mta.common.frames import HEADER_SIZE, encode
 from mta.common.trigger import Poker
-from mta.queue.protocol import Commit, InjectionSession, Refused, check_header, temporary
+from mta.queue.protocol import Commit, InjectionSession, Refused, State, check_header, temporary
 from mta.queue.store import DEBRIS_AGE, CleanupReport, Draft, QueueStore
 from mta.util.unixsock import bind_unix
 
@@ -39,6 +39,7 @@ T = TypeVar("T")
 READ_TIMEOUT: Final = 1_200.0   # seconds a client may stay silent (qmail-queue has none; smtpd's is 1200)
 WRITE_BUFFER: Final = 256 * 1024  # message bytes gathered before one write() call
 READ_SIZE: Final = 256 * 1024     # bytes asked of the socket at once
+REFUSED_DRAIN: Final = 2.0       # seconds a client refused mid-message is read (and ignored)
 INLINE_BYTES: Final = 64 * 1024   # a message this small is written on the loop (group mode)
 WORKERS: Final = 32             # threads: commits in flight at once
 SWEEP_INTERVAL: Final = 3_600.0  # seconds between debris sweeps
@@ -142,6 +143,7 @@ class QueueServer:
         session = InjectionSession(uid=uid, pid=pid, privileged_uids=self.privileged_uids,
                                    databytes=self.databytes())
         conn = _Connection(self, session)
+        refused_while_streaming = False
         try:
             queue_id = await conn.run(reader)
             if queue_id is None:
@@ -164,13 +166,29 @@ class QueueServer:
             await self._answer(writer, temporary("4.4.2 timed out waiting for the client"))
         except Refused as refusal:
             log.info("refused uid %d pid %d: %s", uid, pid, refusal.text)
+            refused_while_streaming = session.state is State.DATA
             await self._answer(writer, refusal)
         except OSError as exc:
             log.error("cannot queue for uid %d pid %d: %s", uid, pid, exc)
+            refused_while_streaming = session.state is State.DATA
             await self._answer(writer, error_text(exc))
         finally:
             if conn.draft is not None:
                 await self._blocking(conn.draft.abort)
+        if refused_while_streaming:
+            await self._discard(reader)
+
+    @staticmethod
+    async def _discard(reader: asyncio.StreamReader) -> None:
+        """Read and drop what a client refused mid-message is still sending, for up to
+        ``REFUSED_DRAIN``: had we closed at once, its next write could fail (EPIPE) and its
+        event loop drop our answer unread, turning a 5.3.4 into a lost connection."""
+        try:
+            async with asyncio.timeout(REFUSED_DRAIN):
+                while await reader.read(READ_SIZE):
+                    pass
+        except (TimeoutError, ConnectionError):
+            pass
 
     @staticmethod
     async def _answer(writer: asyncio.StreamWriter, refusal: Refused) -> None:
