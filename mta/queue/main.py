@@ -9,15 +9,18 @@ DESCRIPTION
     as frames (docs/internals.md "queue.sock"). The daemon validates every frame, turns bare
     CR and LF into CRLF, prepends ``Received: (postern <pid> invoked by uid <uid>); <date>``
     for local injections, writes the message and its envelope, fsyncs both and the
-    directories whose entries changed, commits the envelope into ``queue/todo`` and only then
-    answers ``K <queue id>``; afterwards it writes the id into ``run/trigger`` to wake send.
+    directories whose entries changed (one shared ``syncfs``), renames the envelope into
+    ``queue/todo`` and only then answers ``K <queue id>``; afterwards it writes the id into
+    ``run/trigger`` to wake send.
     Any refusal is a ``D`` (permanent) or ``Z`` (temporary) answer whose text starts with an
     enhanced status code; nothing of a refused or abandoned message stays on disk.
 
-    At start it takes ``queue/lock`` (one queue daemon at a time), wipes ``queue/tmp`` and
-    removes debris: ``mess`` files with neither ``todo`` nor ``info`` (left by a crash between
-    the two renames). Nothing is in flight while the lock is held, so at start debris of any
-    age goes; the hourly sweep afterwards only removes debris older than an hour.
+    At start it takes ``queue/lock`` (one queue daemon at a time), finishes the commits whose
+    last rename a crash lost (a flushed envelope in ``queue/tmp`` whose two checksums match:
+    renamed into ``todo``), wipes the rest of ``queue/tmp`` and removes debris: ``mess``
+    files with neither ``todo`` nor ``info`` (left by a crash between the two renames, or
+    torn). Nothing is in flight while the lock is held, so at start debris of any age goes;
+    the hourly sweep afterwards only removes debris older than an hour.
 
 SECURITY
     Runs as ``postern-queue`` (``--user``, after binding the socket) or as the invoking user.
@@ -137,9 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as exc:
         log.critical("cannot open the queue %s: %s", state.queue, exc)
         return EXIT_FAILURE
-    if report.tmp_removed or report.debris_removed:
-        log.warning("start-up cleanup: %d files wiped from tmp, %d debris messages removed",
-                    report.tmp_removed, report.debris_removed)
+    if report.tmp_removed or report.debris_removed or report.rolled_forward:
+        log.warning("start-up cleanup: %d commits rolled forward into todo, %d files wiped "
+                    "from tmp, %d debris messages removed",
+                    report.rolled_forward, report.tmp_removed, report.debris_removed)
     server = QueueServer(store=store,
                          privileged_uids=privileged_uids(bool(args.user) or runs_as_own_user()),
                          databytes=databytes_control(state.control_file("databytes")),

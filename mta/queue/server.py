@@ -273,16 +273,15 @@ class _Connection:
         if group is None:
             return await self.server._blocking(self._write_commit, draft, data, envelope)
         # Group commit: the writes (on the loop when small, else in one trip to a thread),
-        # then the two flushes awaited as futures (docs/internals.md "Writing a message",
-        # steps 3 and 5).
+        # then the flush awaited as a future (docs/internals.md "Writing a message", step 3:
+        # the commit point), then the rename into todo/ (step 4, recovered at start if lost).
         if draft is None and len(data) <= INLINE_BYTES:
             draft = self._write_prepare(draft, data, envelope)
         else:
             draft = await self.server._blocking(self._write_prepare, draft, data, envelope)
         try:
-            await group.wait()                                    # 3
-            draft.publish()                                       # 4: committed
-            await group.wait()                                    # 5
+            await group.wait()                                    # 3: committed
+            draft.publish()                                       # 4
         except BaseException:
             log.error("making %s durable failed; undoing it", draft.queue_id)
             draft.abort()   # unlinks: no flush

@@ -9,24 +9,27 @@ inode number names it), and commits it in this order (docs/internals.md "Writing
 message"):
 
 1. ``rename`` it to ``queue/mess/<N>/<id>``;
-2. write the envelope into ``queue/tmp/<id>.e``;
-3. make the message, the envelope and the ``mess/<N>`` entry durable, all finished before
-   step 4;
-4. ``rename`` the envelope to ``queue/todo/<N>/<id>`` — THE commit point;
-5. make the ``todo/<N>`` entry durable; only then is the id returned.
+2. write the envelope into ``queue/tmp/<id>.<message crc>.<envelope crc>.e`` (``EnvelopeName``);
+3. make the message, the envelope and both directory entries durable — THE commit point:
+   from here on a crash cannot lose the message;
+4. ``rename`` the envelope to ``queue/todo/<N>/<id>``, where ``send`` finds it; the id is
+   returned. This rename is not flushed before the answer: if a power failure loses it, the
+   next start finds the durable envelope in ``tmp/``, checks both checksums in its name and
+   finishes the rename (``FilesystemStore.cleanup``), as a database replays its log.
 
-How steps 3 and 5 make things durable is the store's ``sync`` mode. ``group`` (the default):
-one ``syncfs`` of the queue's filesystem shared by every commit waiting at that step
-(``mta/util/groupsync.py``), so 20 concurrent clients cost about two device flushes per
-group, not four fsyncs each. ``parallel``: ``fsync`` the message, the envelope and
-``mess/<N>`` with all three in flight at once, then ``fsync`` ``todo/<N>``. ``serial``: the
-textbook order (fsync the message, rename it, write and fsync the envelope, fsync
-``mess/<N>``). bench/inject.py ``--sync`` compares them.
+How step 3 makes things durable is the store's ``sync`` mode. ``group`` (the default): one
+``syncfs`` of the queue's filesystem shared by every commit waiting for it
+(``mta/util/groupsync.py``), so 20 concurrent clients cost about one device flush per group,
+not four fsyncs each. ``parallel``: ``fsync`` the message, the envelope and ``mess/<N>`` with
+all three in flight at once, then (step 5, kept for comparison) ``fsync`` ``todo/<N>``.
+``serial``: the textbook order (fsync the message, rename it, write and fsync the envelope,
+fsync ``mess/<N>``, rename, fsync ``todo/<N>``). bench/inject.py ``--sync`` compares them.
 
-Any error before step 4 removes every file this message created; an error in step 5 undoes
-the commit (the client gets a temporary failure and will try again). A crash leaves files in
-``tmp/`` (wiped at start) or a ``mess`` file with neither ``todo`` nor ``info`` (debris, swept
-at start and hourly). Trusts its caller; reads nothing from peers.
+Any error before the answer removes every file this message created (the client gets a
+temporary failure and will try again). A crash leaves files in ``tmp/`` (rolled forward if
+they are a whole, checksummed envelope of a whole message; otherwise wiped at start) or a
+``mess`` file with neither ``todo`` nor ``info`` (debris, swept at start and hourly).
+Trusts its caller; at start it reads ``tmp/`` as a crash left it, trusting nothing there.
 """
 
 from __future__ import annotations
@@ -37,18 +40,20 @@ import errno
 import itertools
 import logging
 import os
+import re
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from mta.common import queuedirs
-from mta.common.envelope import Envelope, decode
-from mta.common.queuedirs import QueueDirs, QueueId, make_id
+from mta.common.envelope import Envelope, EnvelopeError, decode
+from mta.common.queuedirs import QueueDirs, QueueId, QueueIdError, make_id, parse_id
 from mta.util.atomic import unlink_logged
-from mta.util.groupsync import GroupSync
+from mta.util.groupsync import SYNCFS, GroupSync
 
 log = logging.getLogger("postern.queue.store")
 
@@ -57,6 +62,43 @@ FSYNC_THREADS: Final = 64  # side fsyncs in flight at once (two per commit in pr
 SYNC_MODES: Final = ("group", "parallel", "serial")  # see the module docstring
 DEBRIS_AGE: Final = 3600.0  # seconds: a mess file this old with no todo/info is debris
 _OPEN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CRC_HEX: Final = re.compile(r"[0-9a-f]{8}")
+_READ_CHUNK: Final = 1 << 20  # bytes read at once when a start-up check sums a message
+
+
+@dataclass(frozen=True)
+class EnvelopeName:
+    """``tmp/<id>.<message crc32>.<envelope crc32>.e``: an envelope written and flushed
+    but perhaps not yet renamed into ``todo/`` (step 4 is not flushed before the answer).
+
+    The two CRC-32s (eight lower-case hex digits each) are of the message file's bytes and of
+    the envelope's, as the daemon wrote them. At start-up they tell a commit whose flush
+    completed — whose rename alone a power failure may have lost — from one torn by the
+    crash (a file cut short or never written); only the first kind is rolled forward.
+    """
+
+    queue_id: QueueId
+    message_crc: int
+    envelope_crc: int
+
+    def __str__(self) -> str:
+        return f"{self.queue_id}.{self.message_crc:08x}.{self.envelope_crc:08x}.e"
+
+    @classmethod
+    def parse(cls, name: str) -> "EnvelopeName | None":
+        """The name's parts, or ``None`` for any other name (a message being written, a
+        crash's leftover of another kind, anything else in ``tmp/``)."""
+        parts = name.split(".")
+        if len(parts) != 4 or parts[3] != "e":
+            return None
+        if not (_CRC_HEX.fullmatch(parts[1]) and _CRC_HEX.fullmatch(parts[2])):
+            return None
+        try:
+            queue_id = parse_id(parts[0])
+        except QueueIdError:
+            return None
+        return cls(queue_id, int(parts[1], 16), int(parts[2], 16))
 
 
 class Draft(abc.ABC):
@@ -77,8 +119,8 @@ class Draft(abc.ABC):
         """
 
     # The commit in three calls, for a store with a group commit (``FilesystemStore`` in
-    # ``group`` mode): ``prepare`` (blocking: steps 1-2), await ``group.wait()``, ``publish``
-    # (step 4, a rename), await ``group.wait()``, ``done``. Any failure: ``abort()``.
+    # ``group`` mode): ``prepare`` (blocking: steps 1-2), await ``group.wait()`` (step 3, the
+    # commit point), ``publish`` (step 4, a rename), ``done``. Any failure: ``abort()``.
     def prepare(self, envelope: Envelope) -> None:
         raise NotImplementedError("this store commits in one call")
 
@@ -98,6 +140,7 @@ class CleanupReport:
     tmp_removed: int = 0
     debris_removed: int = 0
     kept_young: int = 0
+    rolled_forward: int = 0  # flushed envelopes whose rename into todo/ a crash had lost
 
 
 class QueueStore(abc.ABC):
@@ -132,7 +175,8 @@ class QueueStore(abc.ABC):
     @abc.abstractmethod
     def cleanup(self, *, min_age: float, wipe_tmp: bool) -> CleanupReport:
         """Remove debris: ``mess`` files older than ``min_age`` seconds with neither
-        ``todo`` nor ``info`` (checked in that order), and every ``tmp`` file if ``wipe_tmp``.
+        ``todo`` nor ``info`` (checked in that order), and every ``tmp`` file if ``wipe_tmp``
+        — except whole, flushed envelopes, which are first renamed into ``todo``.
 
         At start-up the daemon holds the queue lock and nothing is in flight, so it calls
         ``cleanup(min_age=0, wipe_tmp=True)``; the hourly sweep uses ``DEBRIS_AGE``.
@@ -228,7 +272,11 @@ class FilesystemStore(QueueStore):
     def cleanup(self, *, min_age: float, wipe_tmp: bool) -> CleanupReport:
         report = CleanupReport()
         if wipe_tmp:
-            for name in os.listdir(self.dirs.tmp):
+            for name in sorted(os.listdir(self.dirs.tmp)):
+                pending = EnvelopeName.parse(name)
+                if pending is not None and self._roll_forward(pending):
+                    report.rolled_forward += 1
+                    continue
                 try:
                     os.unlink(self.dirs.tmp / name)
                     report.tmp_removed += 1
@@ -236,6 +284,12 @@ class FilesystemStore(QueueStore):
                     pass
                 except IsADirectoryError:
                     log.error("unexpected directory queue/tmp/%s left alone", name)
+            if report.rolled_forward:
+                fd = os.open(self.dirs.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    SYNCFS(fd)    # the renames, before anything reads todo/
+                finally:
+                    os.close(fd)
         now = time.time()
         for qid in list(self.dirs.ids(queuedirs.MESS)):
             with self._fd_lock:
@@ -262,6 +316,48 @@ class FilesystemStore(QueueStore):
                 pass
         return report
 
+    def _roll_forward(self, pending: EnvelopeName) -> bool:
+        """Finish step 4 for an envelope a crash left in ``tmp/``, if its commit was whole:
+        both checksums match, the envelope decodes, the message is not already queued.
+        Returns whether it was renamed into ``todo/``; if not, the caller wipes it."""
+        qid = pending.queue_id
+        source = self.dirs.tmp / str(pending)
+        if self.dirs.todo(qid).exists() or self.dirs.info(qid).exists():
+            return False
+        try:
+            encoded = _read_crc(source)[0]
+            message_crc = _read_crc(self.dirs.mess(qid), keep=False)[1]
+        except OSError:   # no message file (or not a regular file): not a whole commit
+            return False
+        if zlib.crc32(encoded) != pending.envelope_crc or message_crc != pending.message_crc:
+            log.warning("queue/tmp/%s: checksum mismatch, a commit torn by a crash; removed",
+                        pending)
+            return False
+        try:
+            decode(encoded)
+        except EnvelopeError as exc:
+            log.error("queue/tmp/%s: bad envelope (%s); removed", pending, exc)
+            return False
+        os.rename(source, self.dirs.todo(qid))
+        log.warning("rolled %s forward into todo/: its commit was flushed, its rename lost "
+                    "in a crash", qid)
+        return True
+
+
+def _read_crc(path: Path, *, keep: bool = True) -> tuple[bytes, int]:
+    """A regular file's bytes (if ``keep``) and their CRC-32, read in pieces."""
+    fd = os.open(path, _READ_FLAGS)
+    try:
+        crc = 0
+        kept = bytearray()
+        while chunk := os.read(fd, _READ_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+            if keep:
+                kept += chunk
+        return bytes(kept), crc
+    finally:
+        os.close(fd)
+
 
 class _FsDraft(Draft):
     def __init__(self, store: FilesystemStore) -> None:
@@ -281,6 +377,7 @@ class _FsDraft(Draft):
         store.track(self.queue_id, True)
         self._split: tuple[Path, Path, Path] | None = None
         self.size = 0
+        self._crc = 0     # of the bytes written so far: named in the envelope's tmp name
         self._created: list[Path] = [self._tmp]
         self._committed = False
 
@@ -292,17 +389,17 @@ class _FsDraft(Draft):
             written = os.write(self._fd, view)
             view = view[written:]
         self.size += len(data)
+        self._crc = zlib.crc32(data, self._crc)
 
     def commit(self, envelope: Envelope) -> str:
         if self._fd is None:
             raise ValueError("draft is closed")
         group = self._store.group
-        if group is not None:          # the split commit, with both flushes waited for here
+        if group is not None:          # the split commit, with its flush waited for here
             self.prepare(envelope)                                # 1-2
             try:
-                group.sync()                                      # 3
-                self.publish()                                    # 4: committed
-                group.sync()                                      # 5
+                group.sync()                                      # 3: committed
+                self.publish()                                    # 4
             except BaseException:
                 log.error("making %s durable failed; undoing it", self.queue_id)
                 self.abort()
@@ -311,13 +408,14 @@ class _FsDraft(Draft):
         dirs = self._store.dirs
         mess = dirs.mess(self._qid)
         todo = dirs.todo(self._qid)
-        env_tmp = dirs.tmp / f"{self.queue_id}.e"
+        encoded = envelope.encode()
+        env_tmp = self._envelope_tmp(encoded)
         try:
             if self._store.sync == "parallel":
-                self._prepare_parallel(mess, env_tmp, envelope.encode())
+                self._prepare_parallel(mess, env_tmp, encoded)
             else:
-                self._prepare_serial(mess, env_tmp, envelope.encode())
-            os.rename(env_tmp, todo)                              # 4: committed
+                self._prepare_serial(mess, env_tmp, encoded)
+            os.rename(env_tmp, todo)                              # 4
             self._created = [todo, mess]
         except BaseException:
             self.abort()
@@ -350,20 +448,20 @@ class _FsDraft(Draft):
         if self._fd is None:
             raise ValueError("draft is closed")
         dirs = self._store.dirs
-        self._split = (dirs.mess(self._qid), dirs.tmp / f"{self.queue_id}.e",
-                       dirs.todo(self._qid))
+        encoded = envelope.encode()
+        self._split = (dirs.mess(self._qid), self._envelope_tmp(encoded), dirs.todo(self._qid))
         mess, env_tmp, _ = self._split
         try:
             os.rename(self._tmp, mess)                            # 1
             self._created = [mess]
-            os.close(self._write_envelope(env_tmp, envelope.encode()))  # 2
+            os.close(self._write_envelope(env_tmp, encoded))      # 2
             self._close()
         except BaseException:
             self.abort()
             raise
 
     def publish(self) -> None:
-        """Step 4, after the first group commit: the rename into todo/."""
+        """Step 4, after the group commit: the rename into todo/."""
         if self._split is None:
             raise ValueError("publish() before prepare()")
         mess, env_tmp, todo = self._split
@@ -375,7 +473,7 @@ class _FsDraft(Draft):
             raise
 
     def done(self) -> str:
-        """After the second group commit: the id may be given out."""
+        """After the rename: the id may be given out."""
         self._committed = True
         self._created = []
         self._store.track(self.queue_id, False)
@@ -386,7 +484,7 @@ class _FsDraft(Draft):
 
         The message is renamed into mess/ before its fsync (as qmail-queue links it there
         before writing): until the envelope is in todo/ nothing reads mess/, and a crash
-        before that leaves debris. All three fsyncs complete before step 5, which is what
+        before that leaves debris. All three fsyncs complete before step 4, which is what
         the commit needs; the filesystem can put them into one journal commit.
         """
         assert self._fd is not None
@@ -407,6 +505,10 @@ class _FsDraft(Draft):
         finally:
             os.close(fd)
             self._close()
+
+    def _envelope_tmp(self, encoded: bytes) -> Path:
+        name = EnvelopeName(self._qid, self._crc, zlib.crc32(encoded))
+        return self._store.dirs.tmp / str(name)
 
     def _write_envelope(self, env_tmp: Path, encoded: bytes) -> int:
         fd = os.open(env_tmp, _OPEN_FLAGS, FILE_MODE)
