@@ -2,7 +2,9 @@
 
 Starts a real queue daemon (``python -m mta.queue``) on a fresh state directory under
 ``--dir``, then injects 4 KB messages with the client library (``AsyncInjection``,
-origin=network) from 1 and from 20 concurrent clients for ``--seconds`` each, and measures
+origin=network) from 1 and from 20 concurrent clients for ``--seconds`` each — with a new
+connection per message (as sendmail) and, for 20, each client keeping its connection (as
+smtpd's workers do) — and measures
 ``bench/fsync_limit.py``'s 20-thread figure on the same filesystem in the same run. The goal
 (issue 2): at least 0.5 of that limit at 20 clients.
 
@@ -40,21 +42,22 @@ from freshfs import fresh_filesystem  # noqa: E402
 from fsync_limit import measure  # noqa: E402
 
 from mta.common.paths import StateDir  # noqa: E402
-from mta.queue.client import AsyncInjection  # noqa: E402
+from mta.queue.client import AsyncInjection, ConnectionPool  # noqa: E402
 
 MESSAGE = (b"From: bench@example.org\r\nTo: rcpt@example.net\r\nSubject: bench\r\n\r\n"
            + b"x" * 76 + b"\r\n") * 50
 MESSAGE = MESSAGE[:4096 - 2] + b"\r\n"
 
 
-async def _client_loop(sock: str, tasks: int, seconds: float) -> int:
+async def _client_loop(sock: str, tasks: int, seconds: float, reuse: bool) -> int:
     deadline = time.monotonic() + seconds
     count = 0
 
     async def one() -> None:
         nonlocal count
+        pool = ConnectionPool(size=1) if reuse else None   # each client its own connection
         while time.monotonic() < deadline:
-            inj = await AsyncInjection.open(sock, origin="network", timeout=60)
+            inj = await AsyncInjection.open(sock, origin="network", timeout=60, pool=pool)
             await inj.begin(b"bench@example.org", [b"rcpt@example.net"])
             await inj.write(MESSAGE)
             await inj.commit()
@@ -64,15 +67,17 @@ async def _client_loop(sock: str, tasks: int, seconds: float) -> int:
     return count
 
 
-def _client_proc(sock: str, tasks: int, seconds: float, out: "multiprocessing.Queue[int]") -> None:
-    out.put(asyncio.run(_client_loop(sock, tasks, seconds)))
+def _client_proc(sock: str, tasks: int, seconds: float, reuse: bool,
+                 out: "multiprocessing.Queue[int]") -> None:
+    out.put(asyncio.run(_client_loop(sock, tasks, seconds, reuse)))
 
 
-def inject_rate(sock: str, clients: int, seconds: float, procs: int) -> float:
+def inject_rate(sock: str, clients: int, seconds: float, procs: int,
+                reuse: bool = False) -> float:
     procs = max(1, min(procs, clients))
     share = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
     out: multiprocessing.Queue[int] = multiprocessing.Queue()
-    workers = [multiprocessing.Process(target=_client_proc, args=(sock, n, seconds, out))
+    workers = [multiprocessing.Process(target=_client_proc, args=(sock, n, seconds, reuse, out))
                for n in share]
     start = time.perf_counter()
     for w in workers:
@@ -158,9 +163,11 @@ def run(args: argparse.Namespace) -> None:
         print(f"fsync_limit threads=20 {dir_limit:8.0f} the same + fsync(directory) per second")
         order = {"group": "group-commit syncfs", "parallel": "parallel fsyncs",
                  "serial": "serial fsyncs"}[args.sync]
-        for clients in (1, 20):
-            rate = inject_rate(str(state.queue_socket), clients, args.seconds, args.client_procs)
-            print(f"inject clients={clients:<2} {rate:8.0f} messages/s (4 KB, {order}), "
+        for clients, reuse in ((1, False), (20, False), (20, True)):
+            rate = inject_rate(str(state.queue_socket), clients, args.seconds, args.client_procs,
+                               reuse)
+            how = "a connection per message" if not reuse else "connections reused as smtpd does"
+            print(f"inject clients={clients:<2} {rate:8.0f} messages/s (4 KB, {order}, {how}), "
                   f"ratio to the 20-thread fsync limit {rate / limit:.2f} "
                   f"(to the limit with a directory fsync {rate / dir_limit:.2f})")
     finally:

@@ -12,6 +12,10 @@ Usage::
         inj.write(message_bytes)            # any size, any number of calls
         queue_id = inj.commit()
 
+smtpd passes a ``ConnectionPool``: after a message is queued its connection waits there
+for the worker's next message (the queue daemon takes any number of messages, one after
+another, on one connection), saving a connect, an accept and the peer lookup per message.
+
 A refusal by the queue (bad address, too many recipients, message over databytes, disk
 full) is raised at the next call as ``QueuePermanentError`` (``D``) or
 ``QueueTemporaryError`` (``Z``), with the queue's text (enhanced status code first) in
@@ -25,7 +29,8 @@ import asyncio
 import os
 import select
 import socket
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Final
 
@@ -35,6 +40,8 @@ from mta.common.frames import Frame, FrameError, encode, read_frame, recv_frame
 
 DEFAULT_TIMEOUT: Final = 300.0
 FLUSH_AT: Final = ipc.MAX_CHUNK  # bytes gathered before they go out as frames
+POOL_SIZE: Final = 32      # idle connections a process keeps for its next messages
+POOL_KEEP: Final = 30.0    # seconds one is kept; the queue closes idle ones after 120
 
 
 class QueueError(Exception):
@@ -209,14 +216,56 @@ class Injection:
         return _answer_error(frame)
 
 
+class ConnectionPool:
+    """Idle connections to one ``queue.sock``, each kept after a queued message for the
+    next (``AsyncInjection.open(..., pool=)``). One event loop's; newest first.
+
+    A connection is reused only if it is younger than ``keep`` seconds (well inside the
+    daemon's idle timeout, so the daemon never closes one as it is taken) and the daemon
+    has not closed it (a restarted queue daemon: end of stream already seen).
+    """
+
+    def __init__(self, *, size: int = POOL_SIZE, keep: float = POOL_KEEP,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.size = size
+        self.keep = keep
+        self._clock = clock
+        self._idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.reused = 0          # for tests and benchmarks
+
+    def take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        now = self._clock()
+        while self._idle:
+            since, reader, writer = self._idle.pop()
+            if now - since < self.keep and not reader.at_eof() and not writer.is_closing():
+                self.reused += 1
+                return reader, writer
+            writer.close()
+        return None
+
+    def give(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._idle) >= self.size:
+            self._idle.pop(0)[2].close()
+        self._idle.append((self._clock(), reader, writer))
+
+    def close(self) -> None:
+        for _since, _reader, writer in self._idle:
+            writer.close()
+        self._idle.clear()
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+
 class AsyncInjection:
     """The asyncio version (smtpd). Create with ``await AsyncInjection.open(...)``."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 timeout: float) -> None:
+                 timeout: float, pool: ConnectionPool | None = None) -> None:
         self._reader = reader
         self._writer: asyncio.StreamWriter | None = writer
         self._timeout = timeout
+        self._pool = pool
         self._out = bytearray()
         self._begun = False
         # The queue may answer early (a refusal); this task notices it at once.
@@ -225,15 +274,22 @@ class AsyncInjection:
 
     @classmethod
     async def open(cls, socket_path: str | os.PathLike[str], origin: str = "network",
-                   timeout: float = DEFAULT_TIMEOUT, client: str = "") -> "AsyncInjection":
+                   timeout: float = DEFAULT_TIMEOUT, client: str = "",
+                   pool: ConnectionPool | None = None) -> "AsyncInjection":
+        """A new injection, on an idle connection from ``pool`` if it has one; once the
+        message is queued, its connection goes back there."""
         hello = _hello(origin, client)
-        try:
-            async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_unix_connection(os.fspath(socket_path))
-        except (OSError, TimeoutError) as exc:
-            raise QueueTemporaryError(f"4.3.0 the queue is not running ({socket_path}: "
-                                      f"{getattr(exc, 'strerror', None) or exc})") from exc
-        inj = cls(reader, writer, timeout)
+        idle = pool.take() if pool is not None else None
+        if idle is not None:
+            reader, writer = idle
+        else:
+            try:
+                async with asyncio.timeout(timeout):
+                    reader, writer = await asyncio.open_unix_connection(os.fspath(socket_path))
+            except (OSError, TimeoutError) as exc:
+                raise QueueTemporaryError(f"4.3.0 the queue is not running ({socket_path}: "
+                                          f"{getattr(exc, 'strerror', None) or exc})") from exc
+        inj = cls(reader, writer, timeout, pool)
         inj._out += hello
         return inj
 
@@ -266,7 +322,11 @@ class AsyncInjection:
         try:
             await self._flush()
             frame = await self._wait_answer()
-            return _queue_id(frame)
+            queue_id = _queue_id(frame)
+            if self._pool is not None and self._writer is not None:
+                self._pool.give(self._reader, self._writer)   # ready for the next message
+                self._writer = None
+            return queue_id
         finally:
             self.abort()
 

@@ -37,6 +37,7 @@ log = logging.getLogger("postern.queue")
 T = TypeVar("T")
 
 READ_TIMEOUT: Final = 1_200.0   # seconds a client may stay silent (qmail-queue has none; smtpd's is 1200)
+IDLE_TIMEOUT: Final = 120.0     # seconds a connection may wait for its next message (clients keep 30)
 WRITE_BUFFER: Final = 256 * 1024  # message bytes gathered before one write() call
 READ_SIZE: Final = 256 * 1024     # bytes asked of the socket at once
 REFUSED_DRAIN: Final = 2.0       # seconds a client refused mid-message is read (and ignored)
@@ -87,6 +88,7 @@ class QueueServer:
     workers: int = WORKERS
     _pool: concurrent.futures.ThreadPoolExecutor = field(init=False)
     _active: set[asyncio.Task[None]] = field(init=False, default_factory=set)
+    _idle: set[asyncio.Task[None]] = field(init=False, default_factory=set)  # between messages
     _poker: Poker | None = field(init=False, default=None)
     committed: int = 0
 
@@ -116,7 +118,10 @@ class QueueServer:
         return self.store.cleanup(min_age=DEBRIS_AGE, wipe_tmp=False)
 
     async def drain(self, timeout: float) -> None:
-        """Wait up to ``timeout`` seconds for connections in progress (commits included)."""
+        """Close the connections waiting for a next message; wait up to ``timeout`` seconds
+        for the others (messages being received or committed)."""
+        for task in list(self._idle):
+            task.cancel()
         if self._active:
             await asyncio.wait(list(self._active), timeout=timeout)
 
@@ -138,30 +143,46 @@ class QueueServer:
             writer.close()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Messages, one after another, until the client closes between two or one is
+        refused (a refusal closes the connection)."""
         sock = writer.get_extra_info("socket")
         pid, uid, _gid = peer_credentials(sock)
+        conn = _Connection(self, reader)
+        while await self._message(conn, writer, uid, pid):
+            conn.idle = True
+
+    async def _message(self, conn: "_Connection", writer: asyncio.StreamWriter,
+                       uid: int, pid: int) -> bool:
+        """One message; True if it was committed and the connection may carry another."""
         session = InjectionSession(uid=uid, pid=pid, privileged_uids=self.privileged_uids,
                                    databytes=self.databytes())
-        conn = _Connection(self, session)
+        conn.start(session)
         refused_while_streaming = False
         try:
-            queue_id = await conn.run(reader)
+            queue_id = await conn.run()
             if queue_id is None:
-                log.info("uid %d pid %d disconnected before the end; message abandoned", uid, pid)
-                return
+                if not conn.idle:   # closing between messages is how a client says goodbye
+                    log.info("uid %d pid %d disconnected before the end; message abandoned",
+                             uid, pid)
+                return False
             self.committed += 1
             # send's delivery log has the same as its "received" event
             log.debug("queued %s from uid %d pid %d origin=%s: %d recipients, %d bytes",
                       queue_id, uid, pid, session.origin, len(session.recipients), session.size)
+            answered = True
             try:
                 writer.write(encode(ipc.Q.OK.value, queue_id.encode("ascii")))
                 await writer.drain()
             except ConnectionError:
+                answered = False
                 log.warning("%s committed but uid %d pid %d left before the answer",
                             queue_id, uid, pid)
             if self._poker is not None:
                 self._poker.poke(queue_id)
+            return answered
         except TimeoutError:
+            if conn.idle:
+                return False    # no next message came: close quietly
             log.info("uid %d pid %d timed out; message abandoned", uid, pid)
             await self._answer(writer, temporary("4.4.2 timed out waiting for the client"))
         except Refused as refusal:
@@ -176,7 +197,8 @@ class QueueServer:
             if conn.draft is not None:
                 await self._blocking(conn.draft.abort)
         if refused_while_streaming:
-            await self._discard(reader)
+            await self._discard(conn.reader)
+        return False
 
     @staticmethod
     async def _discard(reader: asyncio.StreamReader) -> None:
@@ -201,23 +223,32 @@ class QueueServer:
 
 
 class _Connection:
-    """One injection's reading loop: bytes from the socket, frames to the session, message
-    bytes to the store. Reads in large pieces and parses frames itself (a 4 KB message is
-    usually one read), because an await per frame costs more than the frame."""
+    """One connection's reading loop: bytes from the socket, frames to the current message's
+    session, message bytes to the store. Reads in large pieces and parses frames itself (a
+    4 KB message is usually one read), because an await per frame costs more than the
+    frame."""
 
-    def __init__(self, server: QueueServer, session: InjectionSession) -> None:
+    def __init__(self, server: QueueServer, reader: asyncio.StreamReader) -> None:
         self.server = server
-        self.session = session
+        self.reader = reader
+        self.buf = bytearray()   # received, not yet parsed (kept from one message to the next)
+        self.idle = False        # waiting for the first byte of a message after the first
+        self.session: InjectionSession
         self.draft: Draft | None = None
         self.pending = bytearray()
 
-    async def run(self, reader: asyncio.StreamReader) -> str | None:
+    def start(self, session: InjectionSession) -> None:
+        self.session = session
+        self.draft = None
+        self.pending.clear()
+
+    async def run(self) -> str | None:
         """Return the committed queue id, or ``None`` if the client went away first.
 
         Raises:
             Refused, OSError, TimeoutError: answer the client, then close.
         """
-        buf = bytearray()
+        buf = self.buf
         pos = 0
         while True:
             # Every complete frame in the buffer; a header is checked as soon as it is
@@ -229,8 +260,10 @@ class _Connection:
                     break
                 payload = bytes(buf[pos + HEADER_SIZE:end])
                 pos = end
+                self.idle = False
                 result = self.session.receive(ftype, payload)
                 if isinstance(result, Commit):
+                    del buf[:pos]
                     return await self._commit(result.data)
                 if result:
                     self.pending += result
@@ -239,14 +272,26 @@ class _Connection:
             if pos:
                 del buf[:pos]
                 pos = 0
-            try:
-                async with asyncio.timeout(self.server.read_timeout):
-                    data = await reader.read(READ_SIZE)
-            except ConnectionError:
-                return None
+            data = await self._read()
             if not data:
                 return None
             buf += data
+
+    async def _read(self) -> bytes:
+        """The next bytes; b"" at end of stream. Raises ``TimeoutError``. A connection
+        waiting for its next message is idle: ``drain`` at shutdown cancels it."""
+        idle = self.idle and not self.buf
+        task = asyncio.current_task()
+        if idle and task is not None:
+            self.server._idle.add(task)
+        try:
+            async with asyncio.timeout(IDLE_TIMEOUT if idle else self.server.read_timeout):
+                return await self.reader.read(READ_SIZE)
+        except ConnectionError:
+            return b""
+        finally:
+            if idle and task is not None:
+                self.server._idle.discard(task)
 
     async def _flush(self) -> None:
         data = bytes(self.pending)

@@ -26,6 +26,7 @@ from mta.common import passwd
 from mta.common.addressbook import AddressBookFiles
 from mta.common.dnsbl import DnsblChecker
 from mta.common.paths import StateDir
+from mta.queue.client import ConnectionPool
 from mta.smtp import replies as R
 from mta.smtpd.connection import Connection
 from mta.smtpd.controls import AUTH_WINDOW, Controls
@@ -74,7 +75,8 @@ class Server:
         self.counter = counter
         self.controls = Controls(state.control, check_interval=check_interval)
         book = AddressBookFiles(state.control, check_interval=check_interval)
-        self.shared = Shared(queue_socket=state.queue_socket, address_book=book.get,
+        self.shared = Shared(queue_socket=state.queue_socket, queue_pool=ConnectionPool(),
+                             address_book=book.get,
                              tls=tls, dnsbl=DnsblChecker(dns_servers),
                              auth_limiter=AuthLimiter(counter.arrays, counter.index,
                                                       AUTH_WINDOW),
@@ -155,6 +157,7 @@ class Server:
             if pending:
                 await asyncio.wait(pending, timeout=1.0)
         self.shared.auth_pool.shutdown(wait=False, cancel_futures=True)
+        self.shared.queue_pool.close()
 
     @property
     def active(self) -> int:

@@ -28,7 +28,7 @@ from typing import Final, Protocol
 
 from mta.common.address import Address
 from mta.common.dnsbl import DnsblChecker
-from mta.queue.client import AsyncInjection, QueueError, QueuePermanentError
+from mta.queue.client import AsyncInjection, ConnectionPool, QueueError, QueuePermanentError
 from mta.smtp import replies as R
 from mta.smtp.events import (
     NEED_DATA, Auth, AuthResponse, BadCommand, Data, DataChunk, Ehlo, EndOfData, Event, Helo,
@@ -62,6 +62,7 @@ class Shared:
     """What every session of one worker shares."""
 
     queue_socket: Path
+    queue_pool: ConnectionPool   # this worker's idle queue.sock connections
     address_book: Callable[[], AddressBookLike]
     tls: ssl.SSLContext | None
     dnsbl: DnsblChecker
@@ -287,7 +288,8 @@ class Session:
         sender = str(mail.sender).encode("utf-8") if mail.sender is not None else b""
         try:
             inj = await AsyncInjection.open(self.shared.queue_socket, origin="network",
-                                            timeout=self.s.timeout, client=self.ip)
+                                            timeout=self.s.timeout, client=self.ip,
+                                            pool=self.shared.queue_pool)
             await inj.begin(sender, list(recipients), params)
             await inj.write(received_line(
                 helo=self.proto.helo, host=self.host, ip=self.ip, me=self.s.me,

@@ -11,8 +11,8 @@ import pytest
 
 from mta.common import ipc
 from mta.common.frames import encode, recv_frame
-from mta.queue.client import (AsyncInjection, Injection, QueueError, QueuePermanentError,
-                              QueueTemporaryError, inject)
+from mta.queue.client import (AsyncInjection, ConnectionPool, Injection, QueueError,
+                              QueuePermanentError, QueueTemporaryError, inject)
 from tests import support
 from tests.mta.queue.conftest import QueueDaemon, make_daemon
 
@@ -163,3 +163,99 @@ def test_answers_from_the_queue(tmp_path: Path, answer: bytes, error: type[Queue
 def test_bad_origin_is_a_programming_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         Injection(tmp_path / "q.sock", origin="smtp")
+
+
+# --- several messages on one connection (ConnectionPool, as smtpd uses it) -----------------------
+
+async def _pooled(path: Path, pool: ConnectionPool, body: bytes, rcpt: bytes = b"a@b.example") -> str:
+    inj = await AsyncInjection.open(path, origin="network", timeout=10, pool=pool)
+    await inj.begin(b"", [rcpt])
+    await inj.write(body)
+    return await inj.commit()
+
+
+def test_a_pooled_connection_carries_the_next_message(queue_daemon: QueueDaemon) -> None:
+    async def a() -> tuple[list[str], int, int]:
+        pool = ConnectionPool()
+        ids = [await _pooled(queue_daemon.socket, pool, b"m%d" % i) for i in range(5)]
+        reused, idle = pool.reused, len(pool)
+        pool.close()
+        await asyncio.sleep(0.5)       # time for the daemon to see the end of stream
+        return ids, reused, idle
+    abandoned = queue_daemon.log_text().count("abandoned")   # the readiness probe's
+    ids, reused, idle = asyncio.run(a())
+    assert (reused, idle) == (4, 1)     # five messages, one connection
+    store = queue_daemon.store()
+    assert sorted(ids) == store.committed() and len(set(ids)) == 5
+    assert [store.read_message(i) for i in ids] == [b"m%d\r\n" % i for i in range(5)]
+    # closing between two messages is a goodbye, not an abandoned message
+    assert queue_daemon.log_text().count("abandoned") == abandoned
+
+
+def test_a_refusal_on_a_pooled_connection_closes_only_that_one(queue_daemon: QueueDaemon) -> None:
+    async def a() -> tuple[str, str, int]:
+        pool = ConnectionPool()
+        first = await _pooled(queue_daemon.socket, pool, b"one")
+        with pytest.raises(QueuePermanentError) as refused:
+            await _pooled(queue_daemon.socket, pool, b"bad", rcpt=b"no at sign")
+        assert len(pool) == 0          # the refused connection was not given back
+        third = await _pooled(queue_daemon.socket, pool, b"three")
+        pool.close()
+        return first, refused.value.text, third
+    first, text, third = asyncio.run(a())
+    assert text.startswith("5.1.3")
+    assert sorted([first, third]) == queue_daemon.store().committed()
+
+
+def test_a_restarted_queue_daemon_is_not_reached_through_a_dead_connection(
+        queue_daemon: QueueDaemon) -> None:
+    async def a() -> tuple[str, int]:
+        pool = ConnectionPool()
+        await _pooled(queue_daemon.socket, pool, b"before")
+        queue_daemon.kill()
+        queue_daemon.start()
+        await asyncio.sleep(0.05)      # the loop sees the old connection's end of stream
+        after = await _pooled(queue_daemon.socket, pool, b"after")
+        reused = pool.reused
+        pool.close()
+        return after, reused
+    after, reused = asyncio.run(a())
+    assert reused == 0
+    assert queue_daemon.store().read_message(after) == b"after\r\n"
+
+
+def test_the_pool_keeps_connections_only_so_long_and_so_many() -> None:
+    async def a() -> None:
+        now = [0.0]
+        pool = ConnectionPool(size=2, keep=30.0, clock=lambda: now[0])
+        pairs = []
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection(*listener.getsockname())
+            pairs.append((reader, writer))
+            pool.give(reader, writer)
+        assert len(pool) == 2 and pairs[0][1].is_closing()   # the oldest went
+        now[0] = 29.0
+        assert pool.take() == pairs[2]
+        now[0] = 31.0
+        assert pool.take() is None and pairs[1][1].is_closing()  # too old: closed, not used
+        pairs[2][1].close()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.listen(5)
+    try:
+        asyncio.run(a())
+    finally:
+        listener.close()
+
+
+def test_an_idle_connection_does_not_delay_the_daemons_stop(queue_daemon: QueueDaemon) -> None:
+    import time
+
+    async def a() -> float:
+        pool = ConnectionPool()
+        await _pooled(queue_daemon.socket, pool, b"x")
+        started = time.monotonic()
+        assert queue_daemon.stop() == 0   # SHUTDOWN_GRACE is 5 s for messages in progress
+        elapsed = time.monotonic() - started
+        pool.close()
+        return elapsed
+    assert asyncio.run(a()) < 3.0

@@ -231,3 +231,23 @@ def test_auth_failure_limit_holds_across_workers(tmp_path: Path) -> None:
     finally:
         d.stop()
         d.queue.kill()
+
+
+def queue_connections(socket_path: Path) -> int:
+    """Connected sockets the queue daemon has accepted on ``socket_path`` (from the kernel's
+    /proc/net/unix: an accepted socket carries its listener's path; state 03 = connected)."""
+    count = 0
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[7] == str(socket_path) and fields[5] == "03":
+            count += 1
+    return count
+
+
+def test_messages_share_one_queue_connection(smtpd: Smtpd) -> None:
+    """Each worker keeps its queue.sock connection for its next message (ConnectionPool)."""
+    for i in range(3):
+        with smtpd.client() as client:
+            client.sendmail("a@example.org", ["alice@mx.test"], b"Subject: %d\r\n\r\nhi\r\n" % i)
+    assert len(smtpd.messages()) == 3
+    assert queue_connections(smtpd.state.queue_socket) == 1
