@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from compare import verdict  # noqa: E402
 from freshfs import temp_on_fresh_fs  # noqa: E402
 
 from mta.common import queuedirs  # noqa: E402
@@ -244,10 +245,10 @@ def main() -> int:
     if len(runs) < 2:
         return 0
     a, b = (name for name, _ in runs)
-    print(f"ratio {a}/{b}: "
-          f"{statistics.median(results[a]) / statistics.median(results[b]):.2f}"
-          if not args.scale else
-          f"ratio {b}/{a}: {statistics.median(results[b]) / statistics.median(results[a]):.2f}")
+    if args.scale:
+        print(f"ratio {b}/{a}: {statistics.median(results[b]) / statistics.median(results[a]):.2f}")
+    else:
+        print(verdict(results[a], results[b]))
     return 0
 
 

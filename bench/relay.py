@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from compare import verdict  # noqa: E402
 from freshfs import temp_on_fresh_fs  # noqa: E402
 
 from tests.harness import running_appliance  # noqa: E402
@@ -217,8 +218,7 @@ def main() -> int:
             print(f"{name}: median {statistics.median(rates):.0f} msg/s "
                   f"(min {min(rates):.0f}, max {max(rates):.0f}, {len(rates)} runs)")
     if results["postern"] and results["postfix"]:
-        ratio = statistics.median(results["postern"]) / statistics.median(results["postfix"])
-        print(f"ratio Postern/Postfix: {ratio:.2f}")
+        print(verdict(results["postern"], results["postfix"]))
     return 0
 
 
