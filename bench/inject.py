@@ -4,9 +4,10 @@ Starts a real queue daemon (``python -m mta.queue``) on a fresh state directory 
 ``--dir``, then injects 4 KB messages with the client library (``AsyncInjection``,
 origin=network) from 1 and from 20 concurrent clients for ``--seconds`` each — with a new
 connection per message (as sendmail) and, for 20, each client keeping its connection (as
-smtpd's workers do) — and measures
-``bench/fsync_limit.py``'s 20-thread figure on the same filesystem in the same run. The goal
-(issue 2): at least 0.5 of that limit at 20 clients.
+smtpd's workers do) — and measures ``bench/fsync_limit.py``'s 20-thread figure on the same
+filesystem in the same run, before and after the injections (the ratios use the higher).
+The goal (issue 2): at least 0.5 of that limit at 20 clients. Clients run on uvloop, as
+smtpd does.
 
     .venv/bin/python bench/inject.py [--dir DIR] [--seconds 5] [--client-procs 2]
                                      [--sync group|parallel|serial]
@@ -41,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from freshfs import fresh_filesystem  # noqa: E402
 from fsync_limit import measure  # noqa: E402
 
+from mta.common import daemon  # noqa: E402
 from mta.common.paths import StateDir  # noqa: E402
 from mta.queue.client import AsyncInjection, ConnectionPool  # noqa: E402
 
@@ -69,7 +71,7 @@ async def _client_loop(sock: str, tasks: int, seconds: float, reuse: bool) -> in
 
 def _client_proc(sock: str, tasks: int, seconds: float, reuse: bool,
                  out: "multiprocessing.Queue[int]") -> None:
-    out.put(asyncio.run(_client_loop(sock, tasks, seconds, reuse)))
+    out.put(daemon.run(_client_loop(sock, tasks, seconds, reuse)))   # uvloop, as smtpd
 
 
 def inject_rate(sock: str, clients: int, seconds: float, procs: int,
@@ -156,17 +158,28 @@ def run(args: argparse.Namespace) -> None:
     proc = start_daemon(state, args.sync)
     leftovers: list[Path] = []  # removed at the very end (see fsync_limit.measure)
     try:
-        limit = measure(Path(args.dir), 20, args.seconds, leftovers=leftovers)
-        print(f"fsync_limit threads=20 {limit:8.0f} create+write 4KB+fsync+rename per second")
-        dir_limit = measure(Path(args.dir), 20, args.seconds, dir_fsync=True,
-                            leftovers=leftovers)
-        print(f"fsync_limit threads=20 {dir_limit:8.0f} the same + fsync(directory) per second")
+        # The disk's figure drifts from minute to minute: it is measured before and after the
+        # injections, and the ratios use the higher of the two (the conservative choice).
+        limits = [measure(Path(args.dir), 20, args.seconds, leftovers=leftovers)]
+        dir_limits = [measure(Path(args.dir), 20, args.seconds, dir_fsync=True,
+                              leftovers=leftovers)]
         order = {"group": "group-commit syncfs", "parallel": "parallel fsyncs",
                  "serial": "serial fsyncs"}[args.sync]
+        rates = []
         for clients, reuse in ((1, False), (20, False), (20, True)):
             rate = inject_rate(str(state.queue_socket), clients, args.seconds, args.client_procs,
                                reuse)
             how = "a connection per message" if not reuse else "connections reused as smtpd does"
+            rates.append((clients, how, rate))
+        limits.append(measure(Path(args.dir), 20, args.seconds, leftovers=leftovers))
+        dir_limits.append(measure(Path(args.dir), 20, args.seconds, dir_fsync=True,
+                                  leftovers=leftovers))
+        limit, dir_limit = max(limits), max(dir_limits)
+        print(f"fsync_limit threads=20 {limit:8.0f} create+write 4KB+fsync+rename per second "
+              f"(before {limits[0]:.0f}, after {limits[1]:.0f}: the higher counts)")
+        print(f"fsync_limit threads=20 {dir_limit:8.0f} the same + fsync(directory) per second "
+              f"(before {dir_limits[0]:.0f}, after {dir_limits[1]:.0f})")
+        for clients, how, rate in rates:
             print(f"inject clients={clients:<2} {rate:8.0f} messages/s (4 KB, {order}, {how}), "
                   f"ratio to the 20-thread fsync limit {rate / limit:.2f} "
                   f"(to the limit with a directory fsync {rate / dir_limit:.2f})")
