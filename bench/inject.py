@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import queue
 import shutil
 import socket
 import subprocess
@@ -84,7 +85,15 @@ def inject_rate(sock: str, clients: int, seconds: float, procs: int,
     start = time.perf_counter()
     for w in workers:
         w.start()
-    total = sum(out.get() for _ in workers)
+    total = 0
+    for _ in workers:
+        try:
+            total += out.get(timeout=seconds + 60)
+        except queue.Empty:   # a client process died (the daemon refused?): say so, no hang
+            for w in workers:
+                w.kill()
+            raise SystemExit("a client process gave no count; exit codes "
+                             f"{[w.exitcode for w in workers]}") from None
     for w in workers:
         w.join()
     return total / (time.perf_counter() - start)
