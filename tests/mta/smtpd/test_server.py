@@ -1,13 +1,12 @@
 """smtpd as a process: streaming (memory stays flat under a 50 MB message), worker
-processes sharing the listeners and the connection counts, DNSBL, orderly stop."""
+processes sharing the listeners and the connection counts, DNSBL, orderly stop, one queue
+connection reused for the next message."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 from tests import support
 from tests.mta.remote.helpers import dnsmasq
-from tests.mta.smtpd.conftest import ROOT, Raw, Smtpd, start_smtpd
+from tests.mta.smtpd.conftest import Raw, Smtpd, start_smtpd
 
 MB = 1024 * 1024
 
