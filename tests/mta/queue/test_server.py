@@ -313,6 +313,26 @@ def test_restart_rolls_forward_a_commit_whose_rename_was_lost(queue_daemon: Queu
     assert "1 debris messages removed" in log
 
 
+def test_messages_sent_back_to_back_on_one_connection(queue_daemon: QueueDaemon) -> None:
+    """A client may send its next message before it has read the last answer: bytes after
+    one message's E are the next message's. Two whole messages then a refused one, in one
+    write: K, K, D, and the connection closes after the refusal."""
+    one = envelope_frames() + encode(b"M", b"first") + encode(b"E")
+    two = envelope_frames() + encode(b"M", b"second") + encode(b"E")
+    bad = envelope_frames(rcpts=(b"no at sign",)) + encode(b"E")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(queue_daemon.socket))
+        s.sendall(one + two + bad)
+        answers = [recv_frame(s, ipc.QUEUE_SERVER_FRAMES) for _ in range(3)]
+        assert s.recv(1) == b"", "the queue must close after a refusal"
+    assert [a.type for a in answers if a is not None] == [b"K", b"K", b"D"]
+    ids = [a.payload.decode() for a in answers[:2] if a is not None]
+    store = queue_daemon.store()
+    assert sorted(ids) == store.committed()
+    assert [store.read_message(i).split(b"\r\n")[-2] for i in ids] == [b"first", b"second"]
+
+
 def test_second_daemon_refuses_to_start(queue_daemon: QueueDaemon) -> None:
     second = subprocess.run([sys.executable, "-m", "mta.queue", "--state", str(queue_daemon.state.root)],
                             capture_output=True, text=True, timeout=30)
