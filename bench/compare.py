@@ -32,13 +32,12 @@ def bootstrap_ratio(a: list[float], b: list[float], *, draws: int = 10_000,
     return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
 
 
-def verdict(a: list[float], b: list[float], names: tuple[str, str] = ("Postern", "Postfix")
-            ) -> str:
+def verdict(postern: list[float], postfix: list[float]) -> str:
     """One line: ratio of medians, pairs won with the sign test, the bootstrap interval."""
-    ratio = statistics.median(a) / statistics.median(b)
-    pairs = min(len(a), len(b))
-    wins = sum(x > y for x, y in zip(a, b))
-    low, high = bootstrap_ratio(a, b)
-    return (f"ratio {names[0]}/{names[1]}: {ratio:.2f} (95 % bootstrap interval "
-            f"{low:.2f}-{high:.2f}); {names[0]} faster in {wins} of {pairs} interleaved "
-            f"rounds (sign test p = {sign_test(wins, pairs):.3f})")
+    ratio = statistics.median(postern) / statistics.median(postfix)
+    pairs = min(len(postern), len(postfix))
+    wins = sum(x > y for x, y in zip(postern, postfix))
+    low, high = bootstrap_ratio(postern, postfix)
+    return (f"ratio Postern/Postfix: {ratio:.2f} (95 % bootstrap interval {low:.2f}-{high:.2f}); "
+            f"Postern faster in {wins} of {pairs} interleaved rounds "
+            f"(sign test p = {sign_test(wins, pairs):.3f})")

@@ -280,18 +280,17 @@ class _Connection:
     async def _read(self) -> bytes:
         """The next bytes; b"" at end of stream. Raises ``TimeoutError``. A connection
         waiting for its next message is idle: ``drain`` at shutdown cancels it."""
-        idle = self.idle and not self.buf
-        task = asyncio.current_task()
-        if idle and task is not None:
-            self.server._idle.add(task)
+        idle = asyncio.current_task() if self.idle and not self.buf else None
+        if idle is not None:
+            self.server._idle.add(idle)
         try:
-            async with asyncio.timeout(IDLE_TIMEOUT if idle else self.server.read_timeout):
+            async with asyncio.timeout(self.server.read_timeout if idle is None else IDLE_TIMEOUT):
                 return await self.reader.read(READ_SIZE)
         except ConnectionError:
             return b""
         finally:
-            if idle and task is not None:
-                self.server._idle.discard(task)
+            if idle is not None:
+                self.server._idle.discard(idle)
 
     async def _flush(self) -> None:
         data = bytes(self.pending)

@@ -381,7 +381,7 @@ def test_silent_client_times_out_in_process(tmp_path: Path) -> None:
     """The read timeout (1,200 s in the daemon) answers Z 4.4.2 and keeps nothing; run
     in-process with a short timeout and the memory store, which must behave the same."""
     from mta.queue.server import QueueServer, bind
-    from mta.queue.store import MemoryStore
+    from mta.queue.memstore import MemoryStore
 
     store = MemoryStore()
     server = QueueServer(store=store, privileged_uids=frozenset({os.getuid()}), read_timeout=0.2)

@@ -1,5 +1,5 @@
-"""mta/queue/store.py: both backends pass the conformance suite; the filesystem one also
-keeps the documented on-disk layout and write order."""
+"""mta/queue/store.py and memstore.py: both backends pass the conformance suite; the
+filesystem one also keeps the documented on-disk layout and write order."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from mta.common import queuedirs
 from mta.common.envelope import Envelope
 from mta.common.envelope import decode as decode_envelope
 from mta.common.queuedirs import QueueDirs, make_id, parse_id
-from mta.queue.store import Draft, EnvelopeName, FilesystemStore, MemoryStore, QueueStore
+from mta.queue.memstore import MemoryStore
+from mta.queue.store import Draft, EnvelopeName, FilesystemStore, QueueStore
 from tests import support
 from tests.mta.queue import conformance
 from tests.mta.queue.conformance import StoreHarness, envelope
@@ -83,7 +84,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> StoreHarness:
             assert isinstance(store, MemoryStore)
             draft = store.new_message()
             draft.abort()
-            from mta.queue.store import _MemMessage
+            from mta.queue.memstore import _MemMessage
             store.mess[draft.queue_id] = _MemMessage(data, time.time() - age)
             return draft.queue_id
 
