@@ -37,12 +37,12 @@ def droppable_base(prefix: str) -> Path:
     """A fresh world-traversable directory under /var/tmp whose ``var`` state the daemons can
     still reach once they drop root; or skip (a failure under POSTERN_REQUIRE_ALL=1) saying
     why (e.g. an interpreter under /root: .ci/run makes its venv elsewhere)."""
-    from appliance import permissions
+    from appliance import rootstate
     from mta.common.paths import StateDir
 
     base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     os.chmod(base, 0o755)
-    why = permissions.unreachable(StateDir.single(base / "var"))
+    why = rootstate.unreachable(StateDir.single(base / "var"))
     if why is not None:
         shutil.rmtree(base)
         pytest.skip(why)

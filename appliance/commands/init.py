@@ -109,13 +109,13 @@ def initialise(state: StateDir, *, me: str | None = None, split: int | None = No
 
 def secure_as_root(state: StateDir) -> None:
     """As root: create the daemons' system users if missing and give the state directory the
-    permission table's owners and modes (appliance/permissions.py), so that every daemon can
+    permission table's owners and modes (appliance/rootstate.py), so that every daemon can
     do its job, and only its job, after dropping root."""
-    from appliance import permissions
+    from appliance import rootstate
     try:
-        for change in permissions.secure(state):
+        for change in rootstate.secure(state):
             log.info("%s", change)
-    except permissions.UnreachableState as exc:
+    except rootstate.UnreachableState as exc:
         raise InitError(str(exc)) from None
 
 

@@ -3,7 +3,6 @@ what sendmail queued stays in queue/ to be read back)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

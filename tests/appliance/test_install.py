@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import cli, install, permissions, users
+from appliance import cli, install, permissions, rootstate, users
 from appliance.install import InstallError
 from appliance.users import IdMap
 from mta.common.paths import StateDir
@@ -194,7 +194,7 @@ def test_upgrade_keeps_admin_edits_and_delivers_what_was_queued(tmp_path: Path) 
         (state.control / "mailboxes").write_text(f"{address}\n")
         (state.control / "databytes").write_text("1000000\n")          # the admin's edits
         (state.control / "tcp.smtp").write_text("127.:allow\n:deny\n")
-        permissions.secure(state)
+        rootstate.secure(state)
         edited = {n: (state.control / n).read_bytes() for n in ("databytes", "tcp.smtp")}
 
         queue = subprocess.Popen([sys.executable, "-m", "mta.queue", "--state", str(state.root),
@@ -211,7 +211,7 @@ def test_upgrade_keeps_admin_edits_and_delivers_what_was_queued(tmp_path: Path) 
         assert not any((state.mail / me).glob("*/new/*"))            # nothing delivered yet
 
         init(state.root, "--no-web", "--me", me)                      # the upgrade
-        permissions.secure(state)
+        rootstate.secure(state)
         assert {n: (state.control / n).read_bytes() for n in edited} == edited
 
         with running_appliance(base, web=False, submission=False):

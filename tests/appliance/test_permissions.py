@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import install, permissions, users
+from appliance import install, permissions, rootstate, users
 from appliance.permissions import Kind, rule_for
 from appliance.users import IdMap
 from mta.common import ipc
@@ -218,10 +218,10 @@ def test_a_state_directory_under_a_closed_parent_is_refused(tmp_path: Path) -> N
     closed = tmp_path / "closed"
     (closed / "var").mkdir(parents=True)
     os.chmod(closed, 0o700)
-    why = permissions.unreachable(StateDir.single(closed / "var"))
+    why = rootstate.unreachable(StateDir.single(closed / "var"))
     assert why is not None and f"{closed} is mode 0700" in why
-    with pytest.raises(permissions.UnreachableState, match="could not reach"):
-        permissions.secure(StateDir.single(closed / "var"))
+    with pytest.raises(rootstate.UnreachableState, match="could not reach"):
+        rootstate.secure(StateDir.single(closed / "var"))
 
 
 def test_tmpfiles_makes_the_trigger_fifo_at_boot() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance import permissions, users
+from appliance import permissions, rootstate, users
 from appliance.users import IdMap
 from mta.common import ipc
 from mta.common.paths import StateDir
@@ -45,7 +45,7 @@ def app() -> Iterator[Appliance]:
         init(base / "var", "--no-web", "--me", ME)
         state = StateDir.single(base / "var")
         (state.control / "mailboxes").write_text(f"{MAILBOX}\n")
-        permissions.secure(state)
+        rootstate.secure(state)
         with running_appliance(base, web=False, submission=False) as running:
             yield running
     finally:
@@ -397,7 +397,7 @@ def test_daemons_started_as_their_users_without_root_deliver_mail(tmp_path: Path
     try:
         init(state.root, "--no-web", "--me", ME)
         (state.control / "mailboxes").write_text(f"{MAILBOX}\n")
-        permissions.secure(state)
+        rootstate.secure(state)
         port = support.free_port()
         order = [("queue", ipc.QUEUE_SOCKET, []), ("clean", ipc.CLEAN_SOCKET, []),
                  ("local", ipc.LOCAL_SOCKET, []), ("remote", ipc.REMOTE_SOCKET, []),

@@ -214,10 +214,10 @@ class Mail:
 def _base() -> tuple[Path, bool]:
     if os.geteuid() != 0:
         return Path(tempfile.mkdtemp(prefix="pd-", dir="/tmp")), True
-    from appliance import permissions
+    from appliance import rootstate
     base = Path(tempfile.mkdtemp(prefix="pd-", dir="/var/tmp"))
     os.chmod(base, 0o755)
-    why = permissions.unreachable(StateDir.single(base / "var"))
+    why = rootstate.unreachable(StateDir.single(base / "var"))
     if why is not None:
         shutil.rmtree(base)
         msg = f"Dovecot never reads mail as root, and the daemons could not drop it: {why}"
