@@ -185,6 +185,7 @@ def test_upgrade_keeps_admin_edits_and_delivers_what_was_queued(tmp_path: Path) 
 
     from mta.queue.client import inject
     from tests.harness import init, running_appliance
+    from tests.mta.queue.conftest import accepts
 
     me, address = "mx.upgrade.example", "carol@mx.upgrade.example"
     base = support.droppable_base("postern-upgrade-")
@@ -200,7 +201,9 @@ def test_upgrade_keeps_admin_edits_and_delivers_what_was_queued(tmp_path: Path) 
         queue = subprocess.Popen([sys.executable, "-m", "mta.queue", "--state", str(state.root),
                                   "--user", users.QUEUE], stderr=subprocess.PIPE)
         try:
-            support.wait_for(state.queue_socket.exists, timeout=30, what="queue.sock")
+            # accepting, not merely there: bind() makes the file a moment before listen()
+            support.wait_for(lambda: accepts(state.queue_socket), timeout=30,
+                             what="queue.sock to accept")
             markers = [f"queued-before-upgrade-{i}".encode() for i in range(5)]
             for marker in markers:
                 inject(state.queue_socket, b"", [address.encode()],
