@@ -22,6 +22,7 @@ from mta.common.results import Result
 from mta.local.protocol import decode_result, encode_job
 from tests import support
 from tests.interop.postfix_instance import POSTFIX, PostfixInstance
+from tests.mta.queue.conftest import accepts
 from tests.mta.remote.helpers import self_signed, store_message
 
 pytestmark = pytest.mark.interop
@@ -52,7 +53,7 @@ def remote(state: StateDir, postfix: PostfixInstance) -> Iterator[StateDir]:
     log = open(state.root / "remote.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "mta.remote", "--state", str(state.root)],
                             cwd=ROOT, stderr=log)
-    support.wait_for(lambda: state.remote_socket.exists(), what="remote.sock")
+    support.wait_for(lambda: accepts(state.remote_socket), what="remote.sock to accept")
     try:
         yield state
     finally:
