@@ -10,6 +10,8 @@ Only after that is the recipient reported delivered. With ``syncs`` (the local d
 passes its ``GroupSyncs``) the two fsyncs are group commits instead: one ``syncfs`` of the
 Maildir's filesystem before the link, one after, each shared by every delivery waiting at
 that step (``mta/util/groupsync.py``) — the same order, one flush per group.
+A Maildir is made on its first delivery, whole: its ``tmp``, ``new`` and ``cur`` are made
+in a staging directory renamed into place, so no reader sees a mailbox without them.
 
 Trust: the Maildir path comes only from a ``Mailbox`` found in the ``mailboxes`` file (whose
 parser refuses ``/``, leading dots and control characters), never from client bytes. Every
@@ -27,6 +29,7 @@ recomputed from ``new/`` and ``cur/`` when missing, stale (other limit) or over
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -36,7 +39,7 @@ import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -84,21 +87,51 @@ def unique_name(size: int) -> str:
             f".{_HOST},S={size}")
 
 
-def _open_dir(name: str, dir_fd: int, *, create: bool) -> int:
-    """Open ``name`` under ``dir_fd`` (never through a symlink), creating it first if it is
-    missing and ``create``: the open is tried first, the Maildir exists on all but one
-    delivery."""
+def _mkdir(name: str, dir_fd: int) -> None:
+    try:
+        os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
+    except FileExistsError:
+        pass            # made by a delivery in another thread just now
+
+
+def _make_maildir(name: str, dir_fd: int) -> None:
+    """Make the Maildir ``name`` whole or not at all: ``tmp``, ``new`` and ``cur`` are made
+    in a staging directory renamed into place, so a reader (Dovecot, an MUA) never sees the
+    mailbox without its three parts. A dot name cannot be a mailbox (the ``mailboxes``
+    parser refuses leading dots); a crash can leave only an empty staging tree. If another
+    delivery made the Maildir first, the staging tree is removed and theirs is used."""
+    staging = f".postern-new-{name}.{os.getpid()}.{next(_counter)}"
+    try:
+        os.mkdir(staging, DIR_MODE, dir_fd=dir_fd)
+        for sub in ("tmp", "new", "cur"):
+            os.mkdir(f"{staging}/{sub}", DIR_MODE, dir_fd=dir_fd)
+        try:
+            os.rename(staging, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            staging = ""
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    finally:
+        if staging:     # not renamed: another delivery's Maildir won, or an error
+            for sub in ("tmp", "new", "cur"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(f"{staging}/{sub}", dir_fd=dir_fd)
+            with contextlib.suppress(OSError):
+                os.rmdir(staging, dir_fd=dir_fd)
+
+
+def _open_dir(name: str, dir_fd: int,
+              make: Callable[[str, int], None] | None = _mkdir) -> int:
+    """Open ``name`` under ``dir_fd`` (never through a symlink), made first by ``make`` if
+    it is missing: the open is tried first, the Maildir exists on all but one delivery."""
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         try:
             return os.open(name, flags, dir_fd=dir_fd)
         except FileNotFoundError:
-            if not create:
+            if make is None:
                 raise
-        try:
-            os.mkdir(name, DIR_MODE, dir_fd=dir_fd)
-        except FileExistsError:
-            pass            # made by a delivery in another thread just now
+        make(name, dir_fd)
         return os.open(name, flags, dir_fd=dir_fd)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -116,13 +149,13 @@ def open_maildir(mail_root: str | os.PathLike[str], mailbox: Mailbox) -> dict[st
     except OSError as exc:
         raise _temp("4.3.0", f"cannot open the mail directory: {exc.strerror}") from exc
     try:
-        dom = _open_dir(mailbox.domain, root, create=True)
+        dom = _open_dir(mailbox.domain, root)
         try:
-            fds["."] = _open_dir(mailbox.local, dom, create=True)
+            fds["."] = _open_dir(mailbox.local, dom, _make_maildir)
         finally:
             os.close(dom)
-        for sub in ("tmp", "new", "cur"):
-            fds[sub] = _open_dir(sub, fds["."], create=True)
+        for sub in ("tmp", "new", "cur"):   # created if an admin's Maildir lacks one
+            fds[sub] = _open_dir(sub, fds["."])
         return fds
     except BaseException:
         close_all(fds)
@@ -243,9 +276,9 @@ def sync_quota(mail_root: str | os.PathLike[str], mailbox: Mailbox) -> bool:
     root = os.open(mail_root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     fds: dict[str, int] = {}
     try:
-        dom = _open_dir(mailbox.domain, root, create=False)  # refuses symlinks
+        dom = _open_dir(mailbox.domain, root, None)  # refuses symlinks
         try:
-            fds["."] = _open_dir(mailbox.local, dom, create=False)
+            fds["."] = _open_dir(mailbox.local, dom, None)
         finally:
             os.close(dom)
         if not mailbox.quota:
@@ -254,8 +287,8 @@ def sync_quota(mail_root: str | os.PathLike[str], mailbox: Mailbox) -> bool:
             except FileNotFoundError:
                 return False
             return True
-        for sub in ("tmp", "new", "cur"):
-            fds[sub] = _open_dir(sub, fds["."], create=True)
+        for sub in ("tmp", "new", "cur"):   # created if an admin's Maildir lacks one
+            fds[sub] = _open_dir(sub, fds["."])
         before = _read_header(fds["."])
         quota_usage(fds, mailbox.quota)  # rewrites the file when its header is not the quota
         return before != f"{mailbox.quota}S"

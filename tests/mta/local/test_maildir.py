@@ -218,3 +218,52 @@ def test_a_failed_group_flush_is_temporary_and_leaves_nothing(tmp_path: Path, ma
     for sub in ("tmp", "new"):
         assert os.listdir(mail / "example.com" / "joe" / sub) == []
     syncs.close()
+
+
+def test_a_new_maildir_appears_whole(tmp_path: Path, mail: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reader polling for the mailbox (Dovecot, an MUA, mailbox.Maildir) never sees it
+    without tmp/, new/ and cur/: the first delivery renames a finished tree into place."""
+    target = mail / "example.com" / "pat"
+    seen: list[set[str]] = []
+    real_mkdir, real_rename = os.mkdir, os.rename
+
+    def look() -> None:
+        if target.exists():
+            seen.append({p.name for p in target.iterdir()})
+
+    def mkdir(*args: object, **kwargs: object) -> None:
+        look()
+        real_mkdir(*args, **kwargs)  # type: ignore[arg-type]
+        look()
+
+    def rename(*args: object, **kwargs: object) -> None:
+        look()
+        real_rename(*args, **kwargs)  # type: ignore[arg-type]
+        look()
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    monkeypatch.setattr(os, "rename", rename)
+    r = deliver(mail, Mailbox("pat", "example.com"), message_fd(tmp_path), "", "pat@example.com")
+    assert r.outcome is Outcome.DELIVERED, r.text
+    assert seen and all({"tmp", "new", "cur"} <= names for names in seen), seen
+    assert sorted(p.name for p in (mail / "example.com").iterdir()) == ["pat"]  # no staging left
+    # a second delivery (and a Maildir made by another delivery meanwhile) reuses it
+    assert deliver(mail, Mailbox("pat", "example.com"), message_fd(tmp_path), "",
+                   "pat@example.com").outcome is Outcome.DELIVERED
+    assert len(mailbox.Maildir(target, create=False)) == 2
+
+
+def test_a_maildir_made_by_another_delivery_first_is_used(tmp_path: Path, mail: Path) -> None:
+    from mta.local.maildir import _make_maildir
+
+    dom = mail / "example.com"
+    dom.mkdir()
+    fd = os.open(dom, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _make_maildir("lee", fd)
+        (dom / "lee" / "new" / "kept").write_bytes(b"x")
+        _make_maildir("lee", fd)        # loses the race: theirs stays, ours is removed
+    finally:
+        os.close(fd)
+    assert sorted(p.name for p in dom.iterdir()) == ["lee"]
+    assert (dom / "lee" / "new" / "kept").read_bytes() == b"x"
