@@ -1,6 +1,7 @@
 """How sure a "Postern beats Postfix" is: the figures the side-by-side benchmarks print.
 
-Used by bench/end_to_end.py and bench/relay.py, whose rounds interleave the two MTAs (round
+Used by bench/end_to_end.py and bench/relay.py (and bench/inject.py, for its paired
+rounds against the fsync limit), whose rounds interleave the two MTAs (round
 i of one, then round i of the other), so round i of each forms a pair run under the same
 machine conditions. A "beat" claim should hold beyond the run-to-run noise of a shared VM:
 
@@ -30,6 +31,15 @@ def bootstrap_ratio(a: list[float], b: list[float], *, draws: int = 10_000,
     ratios = sorted(statistics.median(rng.choices(a, k=len(a)))
                     / statistics.median(rng.choices(b, k=len(b))) for _ in range(draws))
     return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
+
+
+def bootstrap_median(values: list[float], *, draws: int = 10_000,
+                     seed: int = 1) -> tuple[float, float]:
+    """2.5th and 97.5th percentiles of the median of ``values`` resampled (paired ratios)."""
+    rng = random.Random(seed)
+    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
+                     for _ in range(draws))
+    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
 
 
 def verdict(postern: list[float], postfix: list[float]) -> str:

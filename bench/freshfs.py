@@ -9,7 +9,8 @@ interleaved runs, not the MTAs, decided much of the old "disk drift". A fresh fi
 run gives every run the same start.
 
 The filesystem is what Debian's ``mkfs.ext4`` makes by default (``/etc/mke2fs.conf``: with a
-journal, as a Debian install has), in a sparse image file under ``/var/tmp`` on a loop device
+journal, as a Debian install has), initialised in full at mkfs (a new filesystem otherwise
+zeroes its inode tables in the background for its first seconds, as no long-lived spool does), in a sparse image file under ``/var/tmp`` on a loop device
 with direct I/O (so a flush on it is a flush of the real disk, not of the page cache).
 Needs root. Both MTAs get one each, made the same way.
 """
@@ -27,13 +28,17 @@ SIZE = "4G"  # sparse: only what the run writes takes space
 
 
 @contextmanager
-def fresh_filesystem(directory: str = "/var/tmp") -> Iterator[Path]:
-    """Yield the mount point of a new, empty, world-traversable ext4 filesystem."""
+def fresh_filesystem(directory: str = "/var/tmp", size: str = SIZE) -> Iterator[Path]:
+    """Yield the mount point of a new, empty, world-traversable ext4 filesystem of ``size``
+    (sparse; its inode count grows with it)."""
     work = Path(tempfile.mkdtemp(prefix="bench-fs-", dir=directory))
     image, mountpoint = work / "fs.img", work / "mnt"
     mountpoint.mkdir()
-    subprocess.run(["truncate", "-s", SIZE, str(image)], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    subprocess.run(["truncate", "-s", size, str(image)], check=True)
+    # Inode tables and journal zeroed now, not by ext4lazyinit in the first seconds after
+    # mount, where it would compete with the run's own writes.
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+                    str(image)], check=True)
     loop = subprocess.run(["losetup", "--direct-io=on", "-f", "--show", str(image)],
                           check=True, capture_output=True, text=True).stdout.strip()
     try:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from compare import bootstrap_ratio, sign_test, verdict  # noqa: E402
+from compare import bootstrap_median, bootstrap_ratio, sign_test, verdict  # noqa: E402
 
 
 def test_sign_test_by_hand() -> None:
@@ -42,3 +42,13 @@ def test_the_interval_is_ordered_and_within_the_extremes(a: list[float], b: list
 def test_equal_rates_give_ratio_one_and_no_wins(a: list[float]) -> None:
     line = verdict(a, a)
     assert "ratio Postern/Postfix: 1.00" in line and f"faster in 0 of {len(a)}" in line
+
+
+@given(rates)
+def test_the_median_interval_is_ordered_and_within_the_values(values: list[float]) -> None:
+    low, high = bootstrap_median(values, draws=200)
+    assert min(values) <= low <= high <= max(values)
+
+
+def test_the_median_interval_of_equal_values_is_that_value() -> None:
+    assert bootstrap_median([0.5] * 6) == (0.5, 0.5)
