@@ -161,7 +161,12 @@ class QueueServer:
         try:
             queue_id = await conn.run()
             if queue_id is None:
-                if not conn.idle:   # closing between messages is how a client says goodbye
+                if conn.idle:       # closing between messages is how a client says goodbye
+                    pass
+                elif session.state is State.HELLO and not conn.buf:
+                    # not a byte sent: a probe of the socket (a readiness check), no message
+                    log.debug("uid %d pid %d connected and closed without a message", uid, pid)
+                else:
                     log.info("uid %d pid %d disconnected before the end; message abandoned",
                              uid, pid)
                 return False

@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 import stat
+import time
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,21 @@ def test_disconnect_mid_message_leaves_nothing(queue_daemon: QueueDaemon) -> Non
         s.sendall(HEADER.pack(b"M", 1000) + b"only part of it")
     # ... and the client went away in the middle of a frame.
     assert_nothing_left(queue_daemon)
+
+
+def test_a_probe_is_not_an_abandoned_message(queue_daemon: QueueDaemon) -> None:
+    # A connect-and-close (a readiness check) sent no byte: nothing to report. A client
+    # that began a message and left is logged as an abandoned message.
+    before = queue_daemon.log_text().count("abandoned")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(queue_daemon.socket))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(queue_daemon.socket))
+        s.sendall(HELLO_LOCAL[:3])
+    support.wait_for(lambda: queue_daemon.log_text().count("abandoned") > before,
+                     what="the abandoned message's log line")
+    time.sleep(0.2)     # a second line would be here by now
+    assert queue_daemon.log_text().count("abandoned") == before + 1
 
 
 def test_frame_lying_about_its_length_is_abandoned(queue_daemon: QueueDaemon) -> None:
