@@ -55,6 +55,8 @@ WORKER_BACKOFF: Final = 1.0    # seconds a slot rests after its worker socket fa
 MAX_INFO: Final = 64 * 1024 * 1024  # bytes: 10,000 recipients with long texts fit
 CLEAN_BATCH: Final = 256       # clean requests written before reading their answers
 SAVE_RETRY_MAX: Final = 5.0    # seconds between attempts to write queue/info on a full disk
+STOP_GRACE: Final = 5.0        # seconds jobs under way get at a stop to bring back and save
+                               # their results (local's own grace is 5 s; the supervisor's 10)
 
 
 def _read_all(fd: int, limit: int) -> bytes:
@@ -88,6 +90,7 @@ class SendService:
         self.sched = Scheduler(lifetime=self.settings.queuelifetime.get())
         self.jobs: dict[str, asyncio.Queue[Job]] = {}
         self.workers: dict[str, dict[int, asyncio.Task[None]]] = {"local": {}, "remote": {}}
+        self._in_job: set[asyncio.Task[None]] = set()   # workers inside run_job
         self.wakeup = asyncio.Event()
         self.todo_wanted = asyncio.Event()
         self.todo_wanted.set()
@@ -364,10 +367,18 @@ class SendService:
         try:
             while True:
                 job = await q.get()
-                if index >= self.settings.concurrency(route):
-                    q.put_nowait(job)  # fewer slots now: hand it on and stop
+                if index >= self.settings.concurrency(route) or self.stopping.is_set():
+                    q.put_nowait(job)  # fewer slots now, or stopping: hand it on and stop
                     return
-                conn = await self.run_job(job, conn)
+                task = asyncio.current_task()
+                assert task is not None
+                self._in_job.add(task)
+                try:
+                    conn = await self.run_job(job, conn)
+                finally:
+                    self._in_job.discard(task)
+                if self.stopping.is_set():
+                    return              # its result is saved: the stop need not wait more
         finally:
             if conn is not None:
                 conn[1].close()
@@ -583,10 +594,18 @@ class SendService:
         finally:
             if server is not None:
                 server.close()
-            self.dlog.flush()
-            for tasks in self.workers.values():
-                for t in tasks.values():
+            workers = [t for tasks in self.workers.values() for t in tasks.values()]
+            for t in workers:
+                if t not in self._in_job:
                     t.cancel()
+            if self._in_job and self.stopping.is_set():
+                # qmail-send waits for its deliveries under way at a TERM: their results
+                # are saved (or their todo entries removed) before we exit, so a restart
+                # neither delivers again what was delivered nor forgets a retry time
+                await asyncio.wait(list(self._in_job), timeout=STOP_GRACE)
+            for t in workers:
+                t.cancel()
+            self.dlog.flush()
             for t in list(self._tasks):
                 t.cancel()
 

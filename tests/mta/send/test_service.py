@@ -20,6 +20,7 @@ import pytest
 
 from mta.common import frames, ipc
 from mta.common.paths import StateDir
+from mta.common.queuedirs import QueueDirs
 from mta.queue.client import inject
 from mta.send.service import SendService
 from mta.send.status import StatusClient, StatusRequestError
@@ -122,6 +123,9 @@ def test_next_retry_time_survives_a_kill(state: StateDir) -> None:
         wait_for(lambda: client.request("list", state="deferred")["total"], what="deferral")
         before = client.request("message", id=qid)["message"]["recipients"][0]
         assert before["attempts"] == 1 and before["last_error"].startswith("4.2.2")
+        # the status shows the result at once; the kill must come once it is saved
+        info = QueueDirs.open(state.queue).info(qid)
+        wait_for(info.exists, what="the saved delivery state")
         d.kill("send")
         d.start("send")
         # a pass has run after the restart once a new message is delivered
@@ -283,3 +287,39 @@ def test_a_message_finished_at_once_skips_info_and_is_never_redelivered(state: S
     assert len(maildir(state, "joe")) == 1 and len(maildir(state, "ann")) == 1
     with running(state, "queue"):   # its start-up cleanup (after it binds) removes the debris
         wait_for(lambda: not queue_files(state), what="the queue's start-up cleanup")
+
+
+def test_a_stop_waits_for_the_results_of_jobs_under_way(state: StateDir) -> None:
+    """qmail-send at a TERM waits for its deliveries under way: a result that comes back
+    during the stop is saved, so a restart neither repeats nor forgets that attempt."""
+    from mta.common.results import Outcome, Result
+    from mta.local.protocol import encode_result
+
+    setup_state(state, mailboxes="ann@example.com\n")
+    with running(state, "queue"):
+        qid = inject(state.queue_socket, b"s@remote.example", [b"ann@example.com"], MSG)
+        clock = FakeClock(time.time())
+        service = SendService(state, clock=clock)
+        got_job = asyncio.Event()
+
+        async def slow_local(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.read(65536)          # the job
+            got_job.set()
+            await service.stopping.wait()     # answer only once the stop has begun
+            await asyncio.sleep(0.3)
+            writer.write(encode_result(Result(Outcome.TEMPORARY, "4.2.2 mailbox full", "4.2.2")))
+            await writer.drain()
+            await reader.read(1)              # until send closes
+
+        async def main() -> None:
+            server = await asyncio.start_unix_server(slow_local, path=str(state.local_socket))
+            try:
+                await run_service(service, got_job.is_set)
+            finally:
+                server.close()
+        asyncio.run(main())
+        # a new send finds the attempt: one, with its retry time, not due yet
+        again = SendService(state, clock=clock)
+        asyncio.run(run_service(again, lambda: qid in again.sched.messages))
+        [rcpt] = again.sched.messages[qid].rcpts
+        assert rcpt.attempts == 1 and rcpt.last.startswith("4.2.2") and rcpt.state == "pending"
