@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections.abc import Callable
 
 
 def sign_test(wins: int, pairs: int) -> float:
@@ -24,22 +25,26 @@ def sign_test(wins: int, pairs: int) -> float:
     return sum(math.comb(pairs, k) for k in range(wins, pairs + 1)) / 2 ** pairs
 
 
+def _interval(statistic: Callable[[random.Random], float], draws: int,
+              seed: int) -> tuple[float, float]:
+    """2.5th and 97.5th percentiles of ``statistic`` over ``draws`` resamplings."""
+    rng = random.Random(seed)
+    values = sorted(statistic(rng) for _ in range(draws))
+    return values[int(0.025 * draws)], values[int(0.975 * draws) - 1]
+
+
 def bootstrap_ratio(a: list[float], b: list[float], *, draws: int = 10_000,
                     seed: int = 1) -> tuple[float, float]:
     """2.5th and 97.5th percentiles of median(a*)/median(b*) over resampled rounds."""
-    rng = random.Random(seed)
-    ratios = sorted(statistics.median(rng.choices(a, k=len(a)))
-                    / statistics.median(rng.choices(b, k=len(b))) for _ in range(draws))
-    return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
+    return _interval(lambda rng: statistics.median(rng.choices(a, k=len(a)))
+                     / statistics.median(rng.choices(b, k=len(b))), draws, seed)
 
 
 def bootstrap_median(values: list[float], *, draws: int = 10_000,
                      seed: int = 1) -> tuple[float, float]:
     """2.5th and 97.5th percentiles of the median of ``values`` resampled (paired ratios)."""
-    rng = random.Random(seed)
-    medians = sorted(statistics.median(rng.choices(values, k=len(values)))
-                     for _ in range(draws))
-    return medians[int(0.025 * draws)], medians[int(0.975 * draws) - 1]
+    return _interval(lambda rng: statistics.median(rng.choices(values, k=len(values))),
+                     draws, seed)
 
 
 def verdict(postern: list[float], postfix: list[float]) -> str:

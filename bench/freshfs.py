@@ -10,8 +10,9 @@ run gives every run the same start.
 
 The filesystem is what Debian's ``mkfs.ext4`` makes by default (``/etc/mke2fs.conf``: with a
 journal, as a Debian install has), initialised in full at mkfs (a new filesystem otherwise
-zeroes its inode tables in the background for its first seconds, as no long-lived spool does), in a sparse image file under ``/var/tmp`` on a loop device
-with direct I/O (so a flush on it is a flush of the real disk, not of the page cache).
+zeroes its inode tables in the background for its first seconds, which no long-lived spool
+does), in a sparse image file under ``/var/tmp`` on a loop device with direct I/O (so a
+flush on it is a flush of the real disk, not of the page cache).
 Needs root. Both MTAs get one each, made the same way.
 """
 

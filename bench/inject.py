@@ -191,41 +191,41 @@ def run(args: argparse.Namespace) -> None:
     state = StateDir.single(work / "var")
     proc = start_daemon(state, args.sync)
     leftovers: list[Path] = []  # removed at the very end (see fsync_limit.measure)
+
+    def inject_now(clients: int, reuse: bool) -> float:
+        rate = inject_rate(str(state.queue_socket), clients, args.seconds,
+                           args.client_procs, reuse)
+        empty_queue(state)
+        return rate
+
+    def limit_now() -> float:
+        return measure(Path(args.dir), 20, args.seconds, leftovers=leftovers)
+
     try:
         # The disk's figure drifts from minute to minute: it is measured before and after the
         # injections, and the ratios use the higher of the two (the conservative choice).
-        limits = [measure(Path(args.dir), 20, args.seconds, leftovers=leftovers)]
+        limits = [limit_now()]
         dir_limits = [measure(Path(args.dir), 20, args.seconds, dir_fsync=True,
                               leftovers=leftovers)]
         order = {"group": "group-commit syncfs", "parallel": "parallel fsyncs",
                  "serial": "serial fsyncs"}[args.sync]
         rates = []
         for clients, reuse in ((1, False), (20, False), (20, True)):
-            rate = inject_rate(str(state.queue_socket), clients, args.seconds, args.client_procs,
-                               reuse)
-            empty_queue(state)
             how = "a connection per message" if not reuse else "connections reused as smtpd does"
-            rates.append((clients, how, rate))
+            rates.append((clients, how, inject_now(clients, reuse)))
         # The goal's case again in paired rounds: each injection beside a limit measured
         # right before or after it (the order alternates), so a slow minute of the disk
-        # slows both halves of a pair; the ratio of medians with its bootstrap interval.
+        # slows both halves of a pair; the median of the ratios with its bootstrap interval.
         paired: list[tuple[float, float]] = []
         for i in range(args.rounds):
-            def limit_now() -> float:
-                return measure(Path(args.dir), 20, args.seconds, leftovers=leftovers)
-
-            def inject_now() -> float:
-                rate = inject_rate(str(state.queue_socket), 20, args.seconds,
-                                   args.client_procs, True)
-                empty_queue(state)
-                return rate
             if i % 2 == 0:
                 lim = limit_now()
-                paired.append((lim, inject_now()))
+                rate = inject_now(20, True)
             else:
-                rate = inject_now()
-                paired.append((limit_now(), rate))
-        limits.append(measure(Path(args.dir), 20, args.seconds, leftovers=leftovers))
+                rate = inject_now(20, True)
+                lim = limit_now()
+            paired.append((lim, rate))
+        limits.append(limit_now())
         dir_limits.append(measure(Path(args.dir), 20, args.seconds, dir_fsync=True,
                                   leftovers=leftovers))
         limit, dir_limit = max(limits), max(dir_limits)

@@ -161,10 +161,11 @@ class QueueServer:
         try:
             queue_id = await conn.run()
             if queue_id is None:
-                if conn.idle:       # closing between messages is how a client says goodbye
-                    pass
-                elif session.state is State.HELLO and not conn.buf:
-                    # not a byte sent: a probe of the socket (a readiness check), no message
+                # Closing between messages is how a client says goodbye; closing before
+                # its first byte, a probe of the socket (a readiness check): no message.
+                if conn.idle:
+                    return False
+                if session.state is State.HELLO and not conn.buf:
                     log.debug("uid %d pid %d connected and closed without a message", uid, pid)
                 else:
                     log.info("uid %d pid %d disconnected before the end; message abandoned",

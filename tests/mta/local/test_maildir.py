@@ -247,7 +247,7 @@ def test_a_new_maildir_appears_whole(tmp_path: Path, mail: Path,
     assert r.outcome is Outcome.DELIVERED, r.text
     assert seen and all({"tmp", "new", "cur"} <= names for names in seen), seen
     assert sorted(p.name for p in (mail / "example.com").iterdir()) == ["pat"]  # no staging left
-    # a second delivery (and a Maildir made by another delivery meanwhile) reuses it
+    # a second delivery uses it
     assert deliver(mail, Mailbox("pat", "example.com"), message_fd(tmp_path), "",
                    "pat@example.com").outcome is Outcome.DELIVERED
     assert len(mailbox.Maildir(target, create=False)) == 2

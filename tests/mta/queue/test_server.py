@@ -7,9 +7,9 @@ import asyncio
 import os
 import socket
 import stat
-import time
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
