@@ -66,6 +66,8 @@ _READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CRC_HEX: Final = re.compile(r"[0-9a-f]{8}")
 _READ_CHUNK: Final = 1 << 20  # bytes read at once when a start-up check sums a message
 
+_Place = tuple[int, str]  # a file named relative to a kept directory descriptor
+
 
 @dataclass(frozen=True)
 class EnvelopeName:
@@ -225,14 +227,20 @@ class FilesystemStore(QueueStore):
                 os.close(fd)
             self._dir_fds.clear()
 
+    def dir_fd(self, path: Path) -> int:
+        """A descriptor of the queue directory ``path``, opened once and kept."""
+        fd = self._dir_fds.get(path)
+        if fd is None:
+            with self._fd_lock:
+                fd = self._dir_fds.get(path)
+                if fd is None:
+                    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    self._dir_fds[path] = fd
+        return fd
+
     def fsync_dir(self, path: Path) -> None:
-        """fsync a directory through a descriptor kept open (one open per directory)."""
-        with self._fd_lock:
-            fd = self._dir_fds.get(path)
-            if fd is None:
-                fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                self._dir_fds[path] = fd
-        os.fsync(fd)
+        """fsync a directory through its kept descriptor."""
+        os.fsync(self.dir_fd(path))
 
     def new_message(self) -> Draft:
         return _FsDraft(self)
@@ -357,25 +365,33 @@ def _chunks(path: Path) -> Iterator[bytes]:
 
 
 class _FsDraft(Draft):
+    """One message through ``queue/``. Every file is named relative to a descriptor of its
+    directory, kept open by the store (``FilesystemStore.dir_fd``): a commit is four
+    ``openat``/``renameat`` calls, and neither builds a path nor walks one from ``/``."""
+
     def __init__(self, store: FilesystemStore) -> None:
         self._store = store
         dirs = store.dirs
         now = time.time_ns()
-        self._tmp = dirs.tmp / (store.tmp_name() + ".m")
-        self._fd: int | None = os.open(self._tmp, _OPEN_FLAGS, FILE_MODE)
+        self._tmp_dir = store.dir_fd(dirs.tmp)
+        self._tmp = store.tmp_name() + ".m"
+        self._fd: int | None = os.open(self._tmp, _OPEN_FLAGS, FILE_MODE, dir_fd=self._tmp_dir)
         try:
             inode = os.fstat(self._fd).st_ino
             self._qid = QueueId(now // 1_000_000_000, (now // 1000) % 1_000_000, inode)
             self.queue_id = make_id(self._qid.birth, self._qid.microseconds, inode)
         except BaseException:
             self._close()
-            self._unlink(self._tmp)
+            self._unlink((self._tmp_dir, self._tmp))
             raise
         store.track(self.queue_id, True)
-        self._split: tuple[Path, Path, Path] | None = None
+        n = inode % dirs.split
+        self._mess = (store.dir_fd(dirs.subdir(queuedirs.MESS, n)), self.queue_id)
+        self._todo = (store.dir_fd(dirs.subdir(queuedirs.TODO, n)), self.queue_id)
+        self._env_tmp: _Place | None = None   # tmp/<EnvelopeName>, once written
         self.size = 0
         self._crc = 0     # of the bytes written so far: named in the envelope's tmp name
-        self._created: list[Path] = [self._tmp]
+        self._created: list[_Place] = [(self._tmp_dir, self._tmp)]
         self._committed = False
 
     def write(self, data: bytes) -> None:
@@ -402,69 +418,59 @@ class _FsDraft(Draft):
                 self.abort()
                 raise
             return self.done()
-        dirs = self._store.dirs
-        mess = dirs.mess(self._qid)
-        todo = dirs.todo(self._qid)
         encoded = envelope.encode()
-        env_tmp = self._envelope_tmp(encoded)
         try:
             if self._store.sync == "parallel":
-                self._prepare_parallel(mess, env_tmp, encoded)
+                self._prepare_parallel(encoded)
             else:
-                self._prepare_serial(mess, env_tmp, encoded)
-            os.rename(env_tmp, todo)                              # 4
-            self._created = [todo, mess]
+                self._prepare_serial(encoded)
+            self.publish()                                        # 4
         except BaseException:
             self.abort()
             raise
+        todo_dir = self._store.dirs.subdir(queuedirs.TODO, self._qid.inode % self._store.dirs.split)
         try:
-            self._store.fsync_dir(todo.parent)                    # 5
+            self._store.fsync_dir(todo_dir)                       # 5
         except BaseException:
-            log.error("fsync of %s failed; undoing the commit of %s", todo.parent,
-                      self.queue_id)
+            log.error("fsync of %s failed; undoing the commit of %s", todo_dir, self.queue_id)
             self.abort()
             raise
         return self.done()
 
-    def _prepare_serial(self, mess: Path, env_tmp: Path, encoded: bytes) -> None:
+    def _prepare_serial(self, encoded: bytes) -> None:
         """Steps 1-3 the textbook way, one after the other."""
         assert self._fd is not None
         os.fsync(self._fd)
         self._close()
-        os.rename(self._tmp, mess)
-        self._created = [mess]
-        fd = self._write_envelope(env_tmp, encoded)
+        self._rename_message()
+        fd = self._write_envelope(encoded)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._store.fsync_dir(mess.parent)
+        self._store.fsync_dir(self._mess_dir())
 
     def prepare(self, envelope: Envelope) -> None:
         """Steps 1-2 of a split group commit (see ``Draft``); blocking."""
         if self._fd is None:
             raise ValueError("draft is closed")
-        dirs = self._store.dirs
         encoded = envelope.encode()
-        self._split = (dirs.mess(self._qid), self._envelope_tmp(encoded), dirs.todo(self._qid))
-        mess, env_tmp, _ = self._split
         try:
-            os.rename(self._tmp, mess)                            # 1
-            self._created = [mess]
-            os.close(self._write_envelope(env_tmp, encoded))      # 2
+            self._rename_message()                                # 1
+            os.close(self._write_envelope(encoded))               # 2
             self._close()
         except BaseException:
             self.abort()
             raise
 
     def publish(self) -> None:
-        """Step 4, after the group commit: the rename into todo/."""
-        if self._split is None:
+        """Step 4, after the commit point: the rename into todo/."""
+        if self._env_tmp is None:
             raise ValueError("publish() before prepare()")
-        mess, env_tmp, todo = self._split
+        (tmp_dir, env_tmp), (todo_dir, name) = self._env_tmp, self._todo
         try:
-            os.rename(env_tmp, todo)
-            self._created = [todo, mess]
+            os.rename(env_tmp, name, src_dir_fd=tmp_dir, dst_dir_fd=todo_dir)
+            self._created = [self._todo, self._mess]
         except BaseException:
             self.abort()
             raise
@@ -476,7 +482,7 @@ class _FsDraft(Draft):
         self._store.track(self.queue_id, False)
         return self.queue_id
 
-    def _prepare_parallel(self, mess: Path, env_tmp: Path, encoded: bytes) -> None:
+    def _prepare_parallel(self, encoded: bytes) -> None:
         """Steps 1-3, with their three fsyncs in flight at once.
 
         The message is renamed into mess/ before its fsync (as qmail-queue links it there
@@ -485,15 +491,14 @@ class _FsDraft(Draft):
         the commit needs; the filesystem can put them into one journal commit.
         """
         assert self._fd is not None
-        os.rename(self._tmp, mess)                                # 1
-        self._created = [mess]
-        fd = self._write_envelope(env_tmp, encoded)               # 2
+        self._rename_message()                                    # 1
+        fd = self._write_envelope(encoded)                        # 2
         try:
             pool = self._store.fsync_pool()                       # 3
             message_sync = pool.submit(os.fsync, self._fd)
             envelope_sync = pool.submit(os.fsync, fd)
             try:
-                self._store.fsync_dir(mess.parent)
+                self._store.fsync_dir(self._mess_dir())
             finally:
                 errors = [f.exception() for f in (message_sync, envelope_sync)]
             for error in errors:
@@ -503,13 +508,21 @@ class _FsDraft(Draft):
             os.close(fd)
             self._close()
 
-    def _envelope_tmp(self, encoded: bytes) -> Path:
-        name = EnvelopeName(self._qid, self._crc, zlib.crc32(encoded))
-        return self._store.dirs.tmp / str(name)
+    def _mess_dir(self) -> Path:
+        return self._store.dirs.subdir(queuedirs.MESS, self._qid.inode % self._store.dirs.split)
 
-    def _write_envelope(self, env_tmp: Path, encoded: bytes) -> int:
-        fd = os.open(env_tmp, _OPEN_FLAGS, FILE_MODE)
-        self._created.append(env_tmp)
+    def _rename_message(self) -> None:
+        """Step 1: ``tmp/<pid>.<n>.m`` becomes ``mess/<N>/<id>``."""
+        mess_dir, name = self._mess
+        os.rename(self._tmp, name, src_dir_fd=self._tmp_dir, dst_dir_fd=mess_dir)
+        self._created = [self._mess]
+
+    def _write_envelope(self, encoded: bytes) -> int:
+        """Step 2: the envelope into ``tmp/<EnvelopeName>``; returns its open descriptor."""
+        name = str(EnvelopeName(self._qid, self._crc, zlib.crc32(encoded)))
+        fd = os.open(name, _OPEN_FLAGS, FILE_MODE, dir_fd=self._tmp_dir)
+        self._env_tmp = (self._tmp_dir, name)
+        self._created.append(self._env_tmp)
         try:
             data = memoryview(encoded)
             while data:
@@ -523,8 +536,8 @@ class _FsDraft(Draft):
         if self._committed:
             return
         self._close()
-        for path in self._created:
-            self._unlink(path)
+        for place in self._created:
+            self._unlink(place)
         self._created = []
         self._store.track(self.queue_id, False)
 
@@ -533,6 +546,6 @@ class _FsDraft(Draft):
             fd, self._fd = self._fd, None
             os.close(fd)
 
-    @staticmethod
-    def _unlink(path: Path) -> None:
-        unlink_logged(path, log)
+    def _unlink(self, place: _Place) -> None:
+        dir_fd, name = place
+        unlink_logged(name, log, dir_fd=dir_fd)

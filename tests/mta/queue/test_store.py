@@ -142,6 +142,13 @@ def envelope_name(queue_id: str, message: bytes) -> str:
                             zlib.crc32(envelope().encode())))
 
 
+def _rel(path: str | os.PathLike[str], dir_fd: int | None, root: Path) -> str:
+    """``path`` (relative to ``dir_fd`` if given) relative to ``root``."""
+    if dir_fd is not None:
+        path = os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), path)
+    return os.path.relpath(path, root)
+
+
 def record_calls(monkeypatch: pytest.MonkeyPatch, root: Path,
                  store: FilesystemStore | None = None) -> list[str]:
     """Record every fsync, syncfs (of ``store``'s group) and rename (by path relative to the
@@ -163,9 +170,10 @@ def record_calls(monkeypatch: pytest.MonkeyPatch, root: Path,
         real_fsync(fd)
         calls.append("fsync " + os.path.relpath(path, root))
 
-    def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        calls.append(f"rename {os.path.relpath(src, root)} -> {os.path.relpath(dst, root)}")
-        real_rename(src, dst)
+    def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str], *,
+               src_dir_fd: int | None = None, dst_dir_fd: int | None = None) -> None:
+        calls.append(f"rename {_rel(src, src_dir_fd, root)} -> {_rel(dst, dst_dir_fd, root)}")
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "rename", rename)
@@ -278,11 +286,11 @@ def test_failure_in_each_step_leaves_nothing(tmp_path: Path, monkeypatch: pytest
         real_fsync, real_rename = os.fsync, os.rename
 
         def failing(real):  # type: ignore[no-untyped-def]
-            def call(*args):  # type: ignore[no-untyped-def]
+            def call(*args, **kwargs):  # type: ignore[no-untyped-def]
                 count["n"] += 1
                 if count["n"] == step + 1:
                     raise OSError(28, "No space left on device")
-                return real(*args)
+                return real(*args, **kwargs)
             return call
 
         draft = store.new_message()
