@@ -267,7 +267,7 @@ class InjectionSession:
             raise permanent("5.5.1 no recipients")
         if not has_smtputf8(self.params):
             for raw in [self.sender, *self.recipients]:
-                if any(b > 0x7F for b in raw):
+                if not raw.isascii():
                     raise permanent("5.6.7 UTF-8 address without the SMTPUTF8 parameter")
 
     def _data(self, ftype: bytes, payload: bytes, prefix: bytes) -> bytes | Commit:

@@ -194,6 +194,7 @@ class FilesystemStore(QueueStore):
         if sync not in SYNC_MODES:
             raise ValueError(f"unknown sync mode {sync!r}; one of {', '.join(SYNC_MODES)}")
         self.dirs = dirs
+        self.tmp = dirs.tmp    # built once: a draft looks its descriptor up per message
         self.sync = sync
         self.group: GroupSync | None = GroupSync.open(dirs.root) if sync == "group" else None
         self._seq = itertools.count(1)
@@ -373,7 +374,7 @@ class _FsDraft(Draft):
         self._store = store
         dirs = store.dirs
         now = time.time_ns()
-        self._tmp_dir = store.dir_fd(dirs.tmp)
+        self._tmp_dir = store.dir_fd(store.tmp)
         self._tmp = store.tmp_name() + ".m"
         self._fd: int | None = os.open(self._tmp, _OPEN_FLAGS, FILE_MODE, dir_fd=self._tmp_dir)
         try:
