@@ -222,6 +222,40 @@ def test_group_write_order_is_one_syncfs_then_the_rename(
     store.close()
 
 
+@pytest.mark.parametrize("mode", ["group", "parallel", "serial"])
+def test_a_commit_names_every_file_relative_to_a_kept_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """After a store's first message, a message's opens and renames all go through the
+    descriptors of tmp/, mess/<n> and todo/<n> (openat, renameat): none walks a path."""
+    dirs = queuedirs.create(tmp_path / "q", split=1)   # one bucket: all descriptors kept
+    store = FilesystemStore(dirs, sync=mode)
+    first = store.new_message()
+    first.write(b"first\r\n")
+    first.commit(envelope())
+    walked: list[str] = []
+    real_open, real_rename = os.open, os.rename
+
+    def open_(path, flags, mode=0o777, *, dir_fd=None):  # type: ignore[no-untyped-def]
+        if dir_fd is None:
+            walked.append(f"open {path}")
+        return real_open(path, flags, mode, dir_fd=dir_fd)
+
+    def rename(src, dst, *, src_dir_fd=None, dst_dir_fd=None):  # type: ignore[no-untyped-def]
+        if src_dir_fd is None or dst_dir_fd is None:
+            walked.append(f"rename {src} -> {dst}")
+        real_rename(src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "rename", rename)
+    draft = store.new_message()
+    draft.write(b"second\r\n")
+    queue_id = draft.commit(envelope())
+    monkeypatch.undo()
+    assert walked == []
+    assert store.read_message(queue_id) == b"second\r\n"
+    store.close()
+
+
 def test_group_commits_share_their_syncfs(tmp_path: Path) -> None:
     """20 commits at once from 20 threads need far fewer syncfs calls than one each."""
     import threading
