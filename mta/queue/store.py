@@ -47,7 +47,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from mta.common import queuedirs
 from mta.common.envelope import Envelope, EnvelopeError, decode
@@ -66,7 +66,15 @@ _READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CRC_HEX: Final = re.compile(r"[0-9a-f]{8}")
 _READ_CHUNK: Final = 1 << 20  # bytes read at once when a start-up check sums a message
 
-_Place = tuple[int, str]  # a file named relative to a kept directory descriptor
+class _Place(NamedTuple):
+    """A file of the queue named relative to a kept descriptor of its directory."""
+
+    dir_fd: int
+    directory: Path   # for log messages and directory fsyncs
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.directory}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -228,6 +236,10 @@ class FilesystemStore(QueueStore):
                 os.close(fd)
             self._dir_fds.clear()
 
+    def place(self, directory: Path, name: str) -> _Place:
+        """``name`` in the queue directory ``directory``, through its kept descriptor."""
+        return _Place(self.dir_fd(directory), directory, name)
+
     def dir_fd(self, path: Path) -> int:
         """A descriptor of the queue directory ``path``, opened once and kept."""
         fd = self._dir_fds.get(path)
@@ -374,25 +386,25 @@ class _FsDraft(Draft):
         self._store = store
         dirs = store.dirs
         now = time.time_ns()
-        self._tmp_dir = store.dir_fd(store.tmp)
-        self._tmp = store.tmp_name() + ".m"
-        self._fd: int | None = os.open(self._tmp, _OPEN_FLAGS, FILE_MODE, dir_fd=self._tmp_dir)
+        self._tmp = store.place(store.tmp, store.tmp_name() + ".m")
+        self._fd: int | None = os.open(self._tmp.name, _OPEN_FLAGS, FILE_MODE,
+                                       dir_fd=self._tmp.dir_fd)
         try:
             inode = os.fstat(self._fd).st_ino
             self._qid = QueueId(now // 1_000_000_000, (now // 1000) % 1_000_000, inode)
             self.queue_id = make_id(self._qid.birth, self._qid.microseconds, inode)
         except BaseException:
             self._close()
-            self._unlink((self._tmp_dir, self._tmp))
+            self._unlink(self._tmp)
             raise
         store.track(self.queue_id, True)
         n = inode % dirs.split
-        self._mess = (store.dir_fd(dirs.subdir(queuedirs.MESS, n)), self.queue_id)
-        self._todo = (store.dir_fd(dirs.subdir(queuedirs.TODO, n)), self.queue_id)
+        self._mess = store.place(dirs.subdir(queuedirs.MESS, n), self.queue_id)
+        self._todo = store.place(dirs.subdir(queuedirs.TODO, n), self.queue_id)
         self._env_tmp: _Place | None = None   # tmp/<EnvelopeName>, once written
         self.size = 0
         self._crc = 0     # of the bytes written so far: named in the envelope's tmp name
-        self._created: list[_Place] = [(self._tmp_dir, self._tmp)]
+        self._created: list[_Place] = [self._tmp]
         self._committed = False
 
     def write(self, data: bytes) -> None:
@@ -429,11 +441,11 @@ class _FsDraft(Draft):
         except BaseException:
             self.abort()
             raise
-        todo_dir = self._store.dirs.subdir(queuedirs.TODO, self._qid.inode % self._store.dirs.split)
         try:
-            self._store.fsync_dir(todo_dir)                       # 5
+            self._store.fsync_dir(self._todo.directory)           # 5
         except BaseException:
-            log.error("fsync of %s failed; undoing the commit of %s", todo_dir, self.queue_id)
+            log.error("fsync of %s failed; undoing the commit of %s", self._todo.directory,
+                      self.queue_id)
             self.abort()
             raise
         return self.done()
@@ -449,7 +461,7 @@ class _FsDraft(Draft):
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._store.fsync_dir(self._mess_dir())
+        self._store.fsync_dir(self._mess.directory)
 
     def prepare(self, envelope: Envelope) -> None:
         """Steps 1-2 of a split group commit (see ``Draft``); blocking."""
@@ -468,9 +480,8 @@ class _FsDraft(Draft):
         """Step 4, after the commit point: the rename into todo/."""
         if self._env_tmp is None:
             raise ValueError("publish() before prepare()")
-        (tmp_dir, env_tmp), (todo_dir, name) = self._env_tmp, self._todo
         try:
-            os.rename(env_tmp, name, src_dir_fd=tmp_dir, dst_dir_fd=todo_dir)
+            _rename(self._env_tmp, self._todo)
             self._created = [self._todo, self._mess]
         except BaseException:
             self.abort()
@@ -499,7 +510,7 @@ class _FsDraft(Draft):
             message_sync = pool.submit(os.fsync, self._fd)
             envelope_sync = pool.submit(os.fsync, fd)
             try:
-                self._store.fsync_dir(self._mess_dir())
+                self._store.fsync_dir(self._mess.directory)
             finally:
                 errors = [f.exception() for f in (message_sync, envelope_sync)]
             for error in errors:
@@ -509,21 +520,18 @@ class _FsDraft(Draft):
             os.close(fd)
             self._close()
 
-    def _mess_dir(self) -> Path:
-        return self._store.dirs.subdir(queuedirs.MESS, self._qid.inode % self._store.dirs.split)
-
     def _rename_message(self) -> None:
         """Step 1: ``tmp/<pid>.<n>.m`` becomes ``mess/<N>/<id>``."""
-        mess_dir, name = self._mess
-        os.rename(self._tmp, name, src_dir_fd=self._tmp_dir, dst_dir_fd=mess_dir)
+        _rename(self._tmp, self._mess)
         self._created = [self._mess]
 
     def _write_envelope(self, encoded: bytes) -> int:
         """Step 2: the envelope into ``tmp/<EnvelopeName>``; returns its open descriptor."""
         name = str(EnvelopeName(self._qid, self._crc, zlib.crc32(encoded)))
-        fd = os.open(name, _OPEN_FLAGS, FILE_MODE, dir_fd=self._tmp_dir)
-        self._env_tmp = (self._tmp_dir, name)
-        self._created.append(self._env_tmp)
+        place = self._tmp._replace(name=name)
+        fd = os.open(name, _OPEN_FLAGS, FILE_MODE, dir_fd=place.dir_fd)
+        self._env_tmp = place
+        self._created.append(place)
         try:
             data = memoryview(encoded)
             while data:
@@ -547,6 +555,10 @@ class _FsDraft(Draft):
             fd, self._fd = self._fd, None
             os.close(fd)
 
-    def _unlink(self, place: _Place) -> None:
-        dir_fd, name = place
-        unlink_logged(name, log, dir_fd=dir_fd)
+    @staticmethod
+    def _unlink(place: _Place) -> None:
+        unlink_logged(place.name, log, dir_fd=place.dir_fd, shown=place)
+
+
+def _rename(source: _Place, target: _Place) -> None:
+    os.rename(source.name, target.name, src_dir_fd=source.dir_fd, dst_dir_fd=target.dir_fd)

@@ -16,16 +16,16 @@ FILE_MODE = 0o644
 
 
 def unlink_logged(path: str | os.PathLike[str], log: logging.Logger, *,
-                  dir_fd: int | None = None) -> None:
+                  dir_fd: int | None = None, shown: object = None) -> None:
     """Remove ``path`` (relative to ``dir_fd`` if given) if it is there; any other error is
-    logged on ``log``, never raised (for cleanups after a failure, where the first error is
-    the one to report)."""
+    logged on ``log`` (naming the file as ``shown``, if given), never raised (for cleanups
+    after a failure, where the first error is the one to report)."""
     try:
         os.unlink(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        log.error("cannot remove %s: %s", path, exc)
+        log.error("cannot remove %s: %s", path if shown is None else shown, exc)
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
