@@ -47,7 +47,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import Final
 
 from mta.common import queuedirs
 from mta.common.envelope import Envelope, EnvelopeError, decode
@@ -66,15 +66,9 @@ _READ_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CRC_HEX: Final = re.compile(r"[0-9a-f]{8}")
 _READ_CHUNK: Final = 1 << 20  # bytes read at once when a start-up check sums a message
 
-class _Place(NamedTuple):
-    """A file of the queue named relative to a kept descriptor of its directory."""
-
-    dir_fd: int
-    directory: Path   # for log messages and directory fsyncs
-    name: str
-
-    def __str__(self) -> str:
-        return f"{self.directory}/{self.name}"
+# A file of the queue: a name relative to a kept descriptor of its directory. A plain tuple,
+# not a NamedTuple: a message makes four, and the difference showed in bench/inject.py.
+_Place = tuple[int, str]
 
 
 @dataclass(frozen=True)
@@ -207,6 +201,7 @@ class FilesystemStore(QueueStore):
         self.group: GroupSync | None = GroupSync.open(dirs.root) if sync == "group" else None
         self._seq = itertools.count(1)
         self._dir_fds: dict[Path, int] = {}
+        self._dir_paths: dict[int, Path] = {}   # the other way, for log messages
         self._fd_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._inflight: set[str] = set()  # drafts of this process not yet committed/aborted
@@ -235,10 +230,16 @@ class FilesystemStore(QueueStore):
             for fd in self._dir_fds.values():
                 os.close(fd)
             self._dir_fds.clear()
+            self._dir_paths.clear()
 
     def place(self, directory: Path, name: str) -> _Place:
         """``name`` in the queue directory ``directory``, through its kept descriptor."""
-        return _Place(self.dir_fd(directory), directory, name)
+        return (self.dir_fd(directory), name)
+
+    def shown(self, place: _Place) -> str:
+        """A place as a path, for log messages."""
+        dir_fd, name = place
+        return f"{self._dir_paths.get(dir_fd, '?')}/{name}"
 
     def dir_fd(self, path: Path) -> int:
         """A descriptor of the queue directory ``path``, opened once and kept."""
@@ -248,6 +249,7 @@ class FilesystemStore(QueueStore):
                 fd = self._dir_fds.get(path)
                 if fd is None:
                     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                    self._dir_paths[fd] = path
                     self._dir_fds[path] = fd
         return fd
 
@@ -387,8 +389,8 @@ class _FsDraft(Draft):
         dirs = store.dirs
         now = time.time_ns()
         self._tmp = store.place(store.tmp, store.tmp_name() + ".m")
-        self._fd: int | None = os.open(self._tmp.name, _OPEN_FLAGS, FILE_MODE,
-                                       dir_fd=self._tmp.dir_fd)
+        self._fd: int | None = os.open(self._tmp[1], _OPEN_FLAGS, FILE_MODE,
+                                       dir_fd=self._tmp[0])
         try:
             inode = os.fstat(self._fd).st_ino
             self._qid = QueueId(now // 1_000_000_000, (now // 1000) % 1_000_000, inode)
@@ -399,8 +401,10 @@ class _FsDraft(Draft):
             raise
         store.track(self.queue_id, True)
         n = inode % dirs.split
-        self._mess = store.place(dirs.subdir(queuedirs.MESS, n), self.queue_id)
-        self._todo = store.place(dirs.subdir(queuedirs.TODO, n), self.queue_id)
+        self._mess_dir = dirs.subdir(queuedirs.MESS, n)
+        self._todo_dir = dirs.subdir(queuedirs.TODO, n)
+        self._mess = store.place(self._mess_dir, self.queue_id)
+        self._todo = store.place(self._todo_dir, self.queue_id)
         self._env_tmp: _Place | None = None   # tmp/<EnvelopeName>, once written
         self.size = 0
         self._crc = 0     # of the bytes written so far: named in the envelope's tmp name
@@ -442,9 +446,9 @@ class _FsDraft(Draft):
             self.abort()
             raise
         try:
-            self._store.fsync_dir(self._todo.directory)           # 5
+            self._store.fsync_dir(self._todo_dir)                 # 5
         except BaseException:
-            log.error("fsync of %s failed; undoing the commit of %s", self._todo.directory,
+            log.error("fsync of %s failed; undoing the commit of %s", self._todo_dir,
                       self.queue_id)
             self.abort()
             raise
@@ -461,7 +465,7 @@ class _FsDraft(Draft):
             os.fsync(fd)
         finally:
             os.close(fd)
-        self._store.fsync_dir(self._mess.directory)
+        self._store.fsync_dir(self._mess_dir)
 
     def prepare(self, envelope: Envelope) -> None:
         """Steps 1-2 of a split group commit (see ``Draft``); blocking."""
@@ -510,7 +514,7 @@ class _FsDraft(Draft):
             message_sync = pool.submit(os.fsync, self._fd)
             envelope_sync = pool.submit(os.fsync, fd)
             try:
-                self._store.fsync_dir(self._mess.directory)
+                self._store.fsync_dir(self._mess_dir)
             finally:
                 errors = [f.exception() for f in (message_sync, envelope_sync)]
             for error in errors:
@@ -528,10 +532,9 @@ class _FsDraft(Draft):
     def _write_envelope(self, encoded: bytes) -> int:
         """Step 2: the envelope into ``tmp/<EnvelopeName>``; returns its open descriptor."""
         name = str(EnvelopeName(self._qid, self._crc, zlib.crc32(encoded)))
-        place = self._tmp._replace(name=name)
-        fd = os.open(name, _OPEN_FLAGS, FILE_MODE, dir_fd=place.dir_fd)
-        self._env_tmp = place
-        self._created.append(place)
+        fd = os.open(name, _OPEN_FLAGS, FILE_MODE, dir_fd=self._tmp[0])
+        self._env_tmp = (self._tmp[0], name)
+        self._created.append(self._env_tmp)
         try:
             data = memoryview(encoded)
             while data:
@@ -555,10 +558,11 @@ class _FsDraft(Draft):
             fd, self._fd = self._fd, None
             os.close(fd)
 
-    @staticmethod
-    def _unlink(place: _Place) -> None:
-        unlink_logged(place.name, log, dir_fd=place.dir_fd, shown=place)
+    def _unlink(self, place: _Place) -> None:
+        dir_fd, name = place
+        unlink_logged(name, log, dir_fd=dir_fd, shown=self._store.shown(place))
 
 
 def _rename(source: _Place, target: _Place) -> None:
-    os.rename(source.name, target.name, src_dir_fd=source.dir_fd, dst_dir_fd=target.dir_fd)
+    (source_dir, source_name), (target_dir, target_name) = source, target
+    os.rename(source_name, target_name, src_dir_fd=source_dir, dst_dir_fd=target_dir)
