@@ -388,9 +388,8 @@ class _FsDraft(Draft):
         self._store = store
         dirs = store.dirs
         now = time.time_ns()
-        self._tmp = store.place(store.tmp, store.tmp_name() + ".m")
-        self._fd: int | None = os.open(self._tmp[1], _OPEN_FLAGS, FILE_MODE,
-                                       dir_fd=self._tmp[0])
+        self._tmp = tmp_dir, tmp_name = store.place(store.tmp, store.tmp_name() + ".m")
+        self._fd: int | None = os.open(tmp_name, _OPEN_FLAGS, FILE_MODE, dir_fd=tmp_dir)
         try:
             inode = os.fstat(self._fd).st_ino
             self._qid = QueueId(now // 1_000_000_000, (now // 1000) % 1_000_000, inode)
@@ -531,9 +530,10 @@ class _FsDraft(Draft):
 
     def _write_envelope(self, encoded: bytes) -> int:
         """Step 2: the envelope into ``tmp/<EnvelopeName>``; returns its open descriptor."""
+        tmp_dir, _ = self._tmp
         name = str(EnvelopeName(self._qid, self._crc, zlib.crc32(encoded)))
-        fd = os.open(name, _OPEN_FLAGS, FILE_MODE, dir_fd=self._tmp[0])
-        self._env_tmp = (self._tmp[0], name)
+        fd = os.open(name, _OPEN_FLAGS, FILE_MODE, dir_fd=tmp_dir)
+        self._env_tmp = (tmp_dir, name)
         self._created.append(self._env_tmp)
         try:
             data = memoryview(encoded)
