@@ -413,7 +413,19 @@ def test_quota_reported_is_the_quota_enforced(mail: Mail) -> None:
                  stdin="quincy-password\n")
     mail.send(user, "quota one")
     mail.wait_delivered("quincy", "quota one")
-    size = (mail.maildir("quincy") / "maildirsize").read_text().splitlines()
+
+    def counted() -> list[str] | None:
+        # local counts a delivery in maildirsize after its name is durable in new/ (as
+        # Maildir++ deliverers do): the message can be seen a moment before it is counted.
+        try:
+            lines = (mail.maildir("quincy") / "maildirsize").read_text().splitlines()
+        except FileNotFoundError:
+            return None
+        return lines if sum(int(line.split()[0]) for line in lines[1:]) > 0 else None
+
+    size = support.wait_for(counted, timeout=DELIVERY_WAIT, interval=0.05,
+                            what="the delivery counted in quincy's maildirsize")
+    assert isinstance(size, list)
     limit = int(size[0].rstrip("S"))
     used = sum(int(line.split()[0]) for line in size[1:])
     c = mail.imap(user, "quincy-password", new=True)
