@@ -55,9 +55,12 @@ def worker_factory() -> Iterator[object]:
 
     def start(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         f = log.open("wb")
+        # A node name of its own: two workers named alike on one broker (another test run on
+        # this machine, a worker a killed run left) cannot both hold their control queue.
         proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "webui.celery", "worker",
                                  "--pool", "solo", "--loglevel", "INFO", "--without-heartbeat",
-                                 "--without-gossip", "--without-mingle"],
+                                 "--without-gossip", "--without-mingle",
+                                 "--hostname", f"test-{env['POSTERN_NODE']}@%h"],
                                 cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)
         procs.append(proc)
@@ -80,8 +83,12 @@ def _publish_through_worker(env: dict[str, str], state: Path, worker_factory, tm
     assert not (state / "control" / "generation").exists()
     log = tmp_path / "worker.log"
     worker_factory(env, log)
-    support.wait_for(lambda: (state / "control" / "generation").exists(), timeout=180,
-                     what=f"the worker to publish (log: {log.read_text(errors='replace')[-2000:]})")
+    try:
+        support.wait_for(lambda: (state / "control" / "generation").exists(), timeout=180,
+                         what="the worker to publish")
+    except AssertionError as exc:   # the worker's log as it is now, not as it was at the start
+        raise AssertionError(f"{exc}; worker log: {log.read_text(errors='replace')[-3000:]}") \
+            from None
     assert (state / "control" / "rcpthosts").read_text() == "worker.example\n"
     assert (state / "control" / "generation").read_text().startswith("1 ")
 
