@@ -225,7 +225,11 @@ def build_specs(state: StateDir, state_arg: str, listeners: dict[str, Listener |
         concurrency = os.environ.get("POSTERN_CELERY_CONCURRENCY", str(CELERY_CONCURRENCY))
         specs.append(DaemonSpec("worker", tuple(celery + [
             "worker", "--loglevel", "INFO", "--concurrency", concurrency,
-            "--hostname", f"postern@{os.uname().nodename}"]), env, (), str(state.root),
+            # Named after the node as well as the host: two nodes that share a host name
+            # (clones of one image) and a broker would otherwise collide on the worker's
+            # exclusive control queue, and the second worker die at every start.
+            "--hostname", f"postern-{os.environ.get('POSTERN_NODE', 'local')}"
+                          f"@{os.uname().nodename}"]), env, (), str(state.root),
             user=user))
         specs.append(DaemonSpec("beat", tuple(celery + [
             "beat", "--loglevel", "INFO",

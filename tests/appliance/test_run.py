@@ -156,3 +156,23 @@ def test_the_delivery_log_follows_a_message_from_smtp_to_the_maildir(tmp_path: P
     assert isinstance(received["size"], int) and received["size"] > len("Subject: traced")
     kinds = [e["event"] for e in events if e.get("id") == qid]
     assert kinds == ["received", "started", "delivered"]
+
+
+def test_the_celery_worker_is_named_after_its_node(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two nodes of one host name on one broker: each worker needs a node name of its own
+    (tests/webui/test_worker.py shows the second of two alike dying at start)."""
+    from mta.common.paths import StateDir
+
+    state = StateDir.single(tmp_path / "var")
+    names = []
+    for node in ("east", None):
+        if node is None:
+            monkeypatch.delenv("POSTERN_NODE", raising=False)
+        else:
+            monkeypatch.setenv("POSTERN_NODE", node)
+        specs = run_command.build_specs(state, str(state.root), {}, log=lambda *_: None)
+        worker = next(s for s in specs if s.name == "worker")
+        names.append(worker.argv[worker.argv.index("--hostname") + 1])
+    assert names == [f"postern-east@{os.uname().nodename}",
+                     f"postern-local@{os.uname().nodename}"]
