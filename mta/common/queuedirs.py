@@ -163,8 +163,10 @@ class QueueDirs:
         """An existing queue (reads ``queue/split``)."""
         return cls(Path(queue_root), read_split(queue_root))
 
-    @property
+    @functools.cached_property
     def tmp(self) -> Path:
+        # Built once, as the split directories are: the queue daemon looks its descriptor
+        # up by this path for every message.
         return self.root / TMP
 
     @property

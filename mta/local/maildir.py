@@ -54,6 +54,7 @@ CHUNK: Final = 64 * 1024   # under malloc's mmap threshold: no mmap/munmap per r
 DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 MAILDIRSIZE: Final = "maildirsize"
+MAILDIR_PARTS: Final = ("tmp", "new", "cur")   # maildir(5)
 MAILDIRSIZE_MAX: Final = 5120        # Maildir++ spec: recalculate beyond this size
 MAX_HEADER_SCAN: Final = 1024 * 1024  # bytes of header scanned for Delivered-To loops
 _SIZE_IN_NAME = re.compile(r",S=([0-9]{1,20})")
@@ -103,7 +104,7 @@ def _make_maildir(name: str, dir_fd: int) -> None:
     staging = f".postern-new-{name}.{os.getpid()}.{next(_counter)}"
     try:
         os.mkdir(staging, DIR_MODE, dir_fd=dir_fd)
-        for sub in ("tmp", "new", "cur"):
+        for sub in MAILDIR_PARTS:
             os.mkdir(f"{staging}/{sub}", DIR_MODE, dir_fd=dir_fd)
         try:
             os.rename(staging, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
@@ -113,7 +114,7 @@ def _make_maildir(name: str, dir_fd: int) -> None:
                 raise
     finally:
         if staging:     # not renamed: another delivery's Maildir won, or an error
-            for sub in ("tmp", "new", "cur"):
+            for sub in MAILDIR_PARTS:
                 with contextlib.suppress(OSError):
                     os.rmdir(f"{staging}/{sub}", dir_fd=dir_fd)
             with contextlib.suppress(OSError):
@@ -154,7 +155,7 @@ def open_maildir(mail_root: str | os.PathLike[str], mailbox: Mailbox) -> dict[st
             fds["."] = _open_dir(mailbox.local, dom, _make_maildir)
         finally:
             os.close(dom)
-        for sub in ("tmp", "new", "cur"):   # created if an admin's Maildir lacks one
+        for sub in MAILDIR_PARTS:   # created if an admin's Maildir lacks one
             fds[sub] = _open_dir(sub, fds["."])
         return fds
     except BaseException:
@@ -287,7 +288,7 @@ def sync_quota(mail_root: str | os.PathLike[str], mailbox: Mailbox) -> bool:
             except FileNotFoundError:
                 return False
             return True
-        for sub in ("tmp", "new", "cur"):   # created if an admin's Maildir lacks one
+        for sub in MAILDIR_PARTS:   # created if an admin's Maildir lacks one
             fds[sub] = _open_dir(sub, fds["."])
         before = _read_header(fds["."])
         quota_usage(fds, mailbox.quota)  # rewrites the file when its header is not the quota

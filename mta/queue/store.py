@@ -196,12 +196,10 @@ class FilesystemStore(QueueStore):
         if sync not in SYNC_MODES:
             raise ValueError(f"unknown sync mode {sync!r}; one of {', '.join(SYNC_MODES)}")
         self.dirs = dirs
-        self.tmp = dirs.tmp    # built once: a draft looks its descriptor up per message
         self.sync = sync
         self.group: GroupSync | None = GroupSync.open(dirs.root) if sync == "group" else None
         self._seq = itertools.count(1)
         self._dir_fds: dict[Path, int] = {}
-        self._dir_paths: dict[int, Path] = {}   # the other way, for log messages
         self._fd_lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._inflight: set[str] = set()  # drafts of this process not yet committed/aborted
@@ -230,16 +228,16 @@ class FilesystemStore(QueueStore):
             for fd in self._dir_fds.values():
                 os.close(fd)
             self._dir_fds.clear()
-            self._dir_paths.clear()
 
     def place(self, directory: Path, name: str) -> _Place:
         """``name`` in the queue directory ``directory``, through its kept descriptor."""
         return (self.dir_fd(directory), name)
 
     def shown(self, place: _Place) -> str:
-        """A place as a path, for log messages."""
+        """A place as a path, for log messages (found from the kept descriptors; rare)."""
         dir_fd, name = place
-        return f"{self._dir_paths.get(dir_fd, '?')}/{name}"
+        directory = next((path for path, fd in self._dir_fds.items() if fd == dir_fd), "?")
+        return f"{directory}/{name}"
 
     def dir_fd(self, path: Path) -> int:
         """A descriptor of the queue directory ``path``, opened once and kept."""
@@ -249,7 +247,6 @@ class FilesystemStore(QueueStore):
                 fd = self._dir_fds.get(path)
                 if fd is None:
                     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-                    self._dir_paths[fd] = path
                     self._dir_fds[path] = fd
         return fd
 
@@ -388,7 +385,7 @@ class _FsDraft(Draft):
         self._store = store
         dirs = store.dirs
         now = time.time_ns()
-        self._tmp = tmp_dir, tmp_name = store.place(store.tmp, store.tmp_name() + ".m")
+        self._tmp = tmp_dir, tmp_name = store.place(dirs.tmp, store.tmp_name() + ".m")
         self._fd: int | None = os.open(tmp_name, _OPEN_FLAGS, FILE_MODE, dir_fd=tmp_dir)
         try:
             inode = os.fstat(self._fd).st_ino
